@@ -1,0 +1,116 @@
+"""The `lit` command line: parse, call one function, exit with a clear message on error."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+VERBS_HELP = """\
+verbs:
+  train         train a teacher or a scratch model, or distil a student (kd, lit) from a teacher
+  evaluate      test accuracy, parameters, FLOPs, latency and throughput of a run -> eval.json
+  prepare-data  download and cache a config's data set (the only step that needs the network)
+  show-config   print a config fully resolved, with its defaults and overrides
+  aggregate     gather run directories into one tidy table (CSV)
+  report        figures and tables from an aggregated table
+
+Each config-reading verb takes a YAML run config and `key=value` overrides, e.g.
+  lit train config/runs/digits-teacher.yaml model.depth=56 --run-dir runs/teacher
+"""
+
+
+def _config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("config", type=Path, help="YAML run config")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help="dotted-key overrides, values read as YAML")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="lit", description="Compress deep networks with LIT, KD and from-scratch baselines.",
+        epilog=VERBS_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    verbs = parser.add_subparsers(dest="verb", metavar="VERB", required=True)
+
+    train = verbs.add_parser("train", help="train or distil a model into a run directory")
+    _config_args(train)
+    train.add_argument("--run-dir", type=Path, required=True, help="where the run's files go")
+    train.add_argument("--resume", action="store_true", help="continue the run directory's training state if it has one")
+
+    evaluate = verbs.add_parser("evaluate", help="evaluate a run directory into its eval.json")
+    evaluate.add_argument("run_dir", type=Path)
+    evaluate.add_argument("--device", action="append", dest="devices", help="device(s) to time (default: cpu, and cuda if present)")
+    evaluate.add_argument("--latency-runs", type=int, default=30)
+    evaluate.add_argument("--throughput-batch", type=int, default=256)
+
+    prepare = verbs.add_parser("prepare-data", help="download and cache the data set a config names")
+    _config_args(prepare)
+
+    show = verbs.add_parser("show-config", help="print the resolved config")
+    _config_args(show)
+
+    aggregate = verbs.add_parser("aggregate", help="gather run directories into one CSV table")
+    aggregate.add_argument("run_dirs", nargs="+", type=Path)
+    aggregate.add_argument("--output", type=Path, required=True)
+
+    report = verbs.add_parser("report", help="figures and tables from an aggregated table")
+    report.add_argument("table", type=Path)
+    report.add_argument("--output-dir", type=Path, required=True)
+    report.add_argument("--tolerance", type=float, default=0.01, help="accuracy drop (absolute) still counted as no loss")
+    return parser
+
+
+def run(args: argparse.Namespace) -> None:
+    if args.verb in ("train", "prepare-data", "show-config"):
+        from lit.config import dump_config, load_config
+
+        cfg = load_config(args.config, args.overrides)
+        if args.verb == "show-config":
+            print(dump_config(cfg), end="")
+        elif args.verb == "prepare-data":
+            from lit.data import load_data
+
+            cfg.data.download = True
+            data = load_data(cfg.data)
+            print(f"{cfg.data.name}: {len(data.train)} train, {len(data.val)} validation, {len(data.test)} test")
+        else:
+            from lit.engine.trainer import train
+
+            summary = train(cfg, args.run_dir, resume=args.resume)
+            print(f"done: best val_acc {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']} -> {args.run_dir}")
+    elif args.verb == "evaluate":
+        from lit.evaluate.run import evaluate_run
+
+        result = evaluate_run(args.run_dir, args.devices, args.latency_runs, args.throughput_batch)
+        print(f"test_acc selected {result['test_acc_selected']:.4f}, last {result['test_acc_last']:.4f} -> {args.run_dir / 'eval.json'}")
+    elif args.verb == "aggregate":
+        from lit.report.aggregate import aggregate_runs
+
+        table = aggregate_runs(args.run_dirs, args.output)
+        print(f"{len(table)} runs -> {args.output}")
+    elif args.verb == "report":
+        from lit.report.figures import write_report
+
+        for path in write_report(args.table, args.output_dir, args.tolerance):
+            print(path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from lit.config import ConfigError
+    from lit.engine.checkpoint import CheckpointError
+
+    try:
+        run(args)
+    except ConfigError as err:
+        print(f"lit: config error: {err}", file=sys.stderr)
+        return 2
+    except (CheckpointError, FileNotFoundError, ValueError, KeyError, RuntimeError) as err:
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"lit: error: {message}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

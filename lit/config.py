@@ -1,0 +1,253 @@
+"""Typed run configuration: YAML plus `key=value` overrides, validated before any work.
+
+Every key is a dataclass field; an unknown key, a value of the wrong type or an
+out-of-range value raises `ConfigError` naming the dotted key, the value and what was
+expected. The paper's symbols are given beside the KD and LIT weights.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A config key, value or combination that cannot run; the message names the key."""
+
+
+@dataclass
+class DataConfig:
+    name: str = "digits"  # a registered data set (see `lit.data.DATASETS`)
+    root: str = "data"  # where data sets are downloaded and cached
+    download: bool = False  # allow downloading a missing data set
+    val_fraction: float = 0.1  # share of the training set held out for validation and selection
+    split_seed: int = 0  # seeds the validation hold-out: one split shared by a teacher and its students
+    options: dict[str, Any] = field(default_factory=dict)  # the data set's own options
+
+
+@dataclass
+class ModelConfig:
+    family: str = "resnet"  # a registered sectioned family (see `lit.models.MODELS`)
+    depth: int = 20
+    options: dict[str, Any] = field(default_factory=dict)  # the family's own options (widths, cardinality, ...)
+
+
+@dataclass
+class MethodConfig:
+    name: str = "scratch"  # scratch | kd | lit (see `lit.methods.METHODS`)
+    teacher: str | None = None  # teacher run directory (its selected checkpoint) or a checkpoint file
+    hard_weight: float = 0.95  # alpha: weight of the HARD-label cross-entropy in KD (LIT code convention)
+    temperature: float = 6.0  # tau: softening temperature of KD
+    kd_weight: float = 0.75  # beta: LIT weight of KD against the summed section MSE
+    kd_weight_schedule: Literal["constant", "linear"] = "constant"  # linear: beta rises to 1 (KD only) over phase 1
+    copy_stem_head: bool = True  # LIT: the student's stem and head start as copies of the teacher's
+    freeze_stem_head: bool = True  # LIT phase 1: stem and head are frozen
+    finetune_freeze_stem_head: bool = True  # LIT phase 2: stem and head stay frozen (official CIFAR code)
+
+
+@dataclass
+class PhaseConfig:
+    """Optimisation of one training phase; the learning rate is set every step from these."""
+
+    epochs: int = 10
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = 0.1
+    momentum: float = 0.9
+    nesterov: bool = False
+    weight_decay: float = 1e-4
+    schedule: Literal["multistep", "cosine", "constant"] = "multistep"
+    milestones: list[int] = field(default_factory=list)  # epochs (within the phase) where lr *= gamma
+    gamma: float = 0.1
+    warmup_iters: int = 0  # iterations at `warmup_lr` before the schedule starts (He et al.: ResNet-110)
+    warmup_lr: float = 0.01
+
+
+@dataclass
+class TrainConfig:
+    batch_size: int = 128
+    eval_batch_size: int = 512
+    lr_reference_batch: int | None = None  # if set, every lr is scaled by batch_size / lr_reference_batch
+    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast where the hardware has it
+    channels_last: bool = True
+    compile: bool = False  # opt-in torch.compile of the student (and teacher)
+    threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
+    progress: Literal["auto", "on", "off"] = "auto"  # auto: a progress bar when attached to a terminal
+    phases: dict[str, PhaseConfig] = field(default_factory=dict)  # per phase of the method
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0  # seeds initialisation, batch order and augmentation
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# ---------------------------------------------------------------- building from plain data
+
+
+def _type_name(tp: Any) -> str:
+    if typing.get_origin(tp) is Literal:
+        return " | ".join(repr(a) for a in typing.get_args(tp))
+    return getattr(tp, "__name__", str(tp)).replace("NoneType", "null")
+
+
+def _convert(value: Any, tp: Any, key: str) -> Any:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
+        return _build(tp, value, key)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _convert(value, option, key)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(f"config key {key!r}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"config key {key!r}: expected one of {', '.join(map(repr, args))}, got {value!r}")
+        return value
+    if origin is list:
+        if not isinstance(value, list):
+            raise ConfigError(f"config key {key!r}: expected a list, got {value!r}")
+        return [_convert(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"config key {key!r}: expected a mapping, got {value!r}")
+        return {str(k): _convert(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if tp is Any:
+        return value
+    if tp is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if tp is float and isinstance(value, str):  # YAML reads 1e-4 as a string
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    if tp in (int, str, bool) and isinstance(value, tp) and not (tp is int and isinstance(value, bool)):
+        return value
+    raise ConfigError(f"config key {key!r}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _build(cls: type, values: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        where = f" under {prefix!r}" if prefix else ""
+        raise ConfigError(f"unknown config key {_join(prefix, unknown[0])!r} (known keys{where}: {', '.join(names)})")
+    kwargs = {name: _convert(values[name], hints[name], _join(prefix, name)) for name in names if name in values}
+    return cls(**kwargs)
+
+
+def _join(prefix: str, name: str) -> str:
+    return f"{prefix}.{name}" if prefix else name
+
+
+# ---------------------------------------------------------------- overrides and checks
+
+
+def apply_override(values: dict[str, Any], override: str) -> None:
+    """Apply one `dotted.key=value` override (the value is read as YAML) to a nested dict."""
+    if "=" not in override:
+        raise ConfigError(f"override {override!r} is not of the form key=value")
+    key, raw = override.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"override {override!r} has an empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    node = values
+    parts = key.split(".")
+    for i, part in enumerate(parts[:-1]):
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise ConfigError(f"override {override!r}: {'.'.join(parts[: i + 1])!r} is not a mapping")
+        node = child
+    node[parts[-1]] = value
+
+
+def validate(cfg: RunConfig) -> RunConfig:
+    """Checks beyond types: ranges and names that must exist in the registries."""
+    from lit.data import DATASETS
+    from lit.methods import METHODS
+    from lit.models import MODELS
+
+    checks: list[tuple[bool, str, Any, str]] = [
+        (cfg.data.name in DATASETS, "data.name", cfg.data.name, f"one of {', '.join(DATASETS.names())}"),
+        (cfg.model.family in MODELS, "model.family", cfg.model.family, f"one of {', '.join(MODELS.names())}"),
+        (cfg.method.name in METHODS, "method.name", cfg.method.name, f"one of {', '.join(METHODS.names())}"),
+        (0.0 <= cfg.data.val_fraction < 1.0, "data.val_fraction", cfg.data.val_fraction, "a number in [0, 1)"),
+        (cfg.model.depth > 0, "model.depth", cfg.model.depth, "a positive integer"),
+        (0.0 <= cfg.method.hard_weight <= 1.0, "method.hard_weight", cfg.method.hard_weight, "a number in [0, 1]"),
+        (cfg.method.temperature > 0, "method.temperature", cfg.method.temperature, "a positive number"),
+        (0.0 <= cfg.method.kd_weight <= 1.0, "method.kd_weight", cfg.method.kd_weight, "a number in [0, 1]"),
+        (cfg.train.batch_size > 0, "train.batch_size", cfg.train.batch_size, "a positive integer"),
+        (cfg.train.eval_batch_size > 0, "train.eval_batch_size", cfg.train.eval_batch_size, "a positive integer"),
+    ]
+    for ok, key, value, expected in checks:
+        if not ok:
+            raise ConfigError(f"config key {key!r}: expected {expected}, got {value!r}")
+    method = METHODS.get(cfg.method.name)
+    known_phases = {p for name in METHODS.names() for p in METHODS.get(name).phases}
+    for phase, settings in cfg.train.phases.items():
+        key = f"train.phases.{phase}"
+        if phase not in known_phases:
+            raise ConfigError(f"unknown config key {key!r} (phases of the methods: {', '.join(sorted(known_phases))})")
+        if settings.epochs < 0:
+            raise ConfigError(f"config key {key}.epochs: expected a non-negative integer, got {settings.epochs}")
+        if settings.lr <= 0:
+            raise ConfigError(f"config key {key}.lr: expected a positive number, got {settings.lr}")
+        bad = [m for m in settings.milestones if not 0 < m <= max(settings.epochs, 1)]
+        if bad:
+            raise ConfigError(f"config key {key}.milestones: {bad} lie outside the phase's {settings.epochs} epochs")
+    for phase in method.phases:
+        if phase not in cfg.train.phases:
+            raise ConfigError(f"config key 'train.phases.{phase}' is required by method {cfg.method.name!r}")
+    if method.needs_teacher and not cfg.method.teacher:
+        raise ConfigError(f"config key 'method.teacher' is required by method {cfg.method.name!r} (a teacher run directory or checkpoint)")
+    return cfg
+
+
+def from_dict(values: dict[str, Any]) -> RunConfig:
+    return validate(_build(RunConfig, values, ""))
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Read a YAML run config (or start from the defaults) and apply `key=value` overrides."""
+    values: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        try:
+            values = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
+        if not isinstance(values, dict):
+            raise ConfigError(f"config file {path} must hold a mapping of keys, not {type(values).__name__}")
+    for override in overrides:
+        apply_override(values, override)
+    return from_dict(values)
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

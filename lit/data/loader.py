@@ -1,0 +1,90 @@
+"""Batches from an in-memory split, with augmentation as batched tensor operations.
+
+The split is moved to the training device once; every batch is then an index, a gather,
+a random translate and a flip on the device: nothing per image in Python.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from lit.data.base import Augment, DataSplits, Split
+
+
+def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Zero-pad by `padding` and crop back to the original size at a random offset per image."""
+    n, _, height, width = images.shape
+    padded = torch.nn.functional.pad(images, (padding,) * 4)
+    offsets = torch.randint(0, 2 * padding + 1, (2, n), generator=generator, device=generator.device)
+    rows = (offsets[0, :, None] + torch.arange(height, device=images.device))[:, :, None]
+    cols = (offsets[1, :, None] + torch.arange(width, device=images.device))[:, None, :]
+    batch = torch.arange(n, device=images.device)[:, None, None]
+    return padded.permute(0, 2, 3, 1)[batch, rows, cols].permute(0, 3, 1, 2)
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(len(images), generator=generator, device=generator.device) < 0.5
+    return torch.where(flip[:, None, None, None], images.flip(3), images)
+
+
+def augment_batch(images: torch.Tensor, augment: Augment, generator: torch.Generator) -> torch.Tensor:
+    if augment.crop_padding:
+        images = random_crop(images, augment.crop_padding, generator)
+    if augment.flip:
+        images = random_flip(images, generator)
+    return images
+
+
+class Batches:
+    """Iterates one split in batches of (inputs, labels) on `device`.
+
+    Images come out as float tensors normalised with the training split's statistics
+    (in `memory_format`); token ids come out unchanged.
+    """
+
+    def __init__(
+        self,
+        split: Split,
+        data: DataSplits,
+        batch_size: int,
+        device: torch.device | str = "cpu",
+        train: bool = False,
+        generator: torch.Generator | None = None,
+        memory_format: torch.memory_format = torch.contiguous_format,
+    ) -> None:
+        self.device = torch.device(device)
+        self.inputs = split.inputs.to(self.device)
+        self.labels = split.labels.to(self.device)
+        self.batch_size = batch_size
+        self.train = train
+        self.kind = data.kind
+        self.augment = data.augment if train else Augment()
+        self.generator = generator or torch.Generator(device=self.device).manual_seed(0)
+        self.memory_format = memory_format
+        if data.kind == "image":
+            shape = (1, -1, 1, 1)
+            self.mean = torch.tensor(data.mean, device=self.device).view(shape) * 255.0
+            self.std = torch.tensor(data.std, device=self.device).view(shape) * 255.0
+
+    def __len__(self) -> int:
+        # training drops the last partial batch: equal-size steps, and BN never sees a batch of one
+        full, rest = divmod(len(self.labels), self.batch_size)
+        return full if self.train and full > 0 else full + bool(rest)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        count = len(self.labels)
+        if self.train:
+            order = torch.randperm(count, generator=self.generator, device=self.device)
+        else:
+            order = torch.arange(count, device=self.device)
+        for step in range(len(self)):
+            index = order[step * self.batch_size : (step + 1) * self.batch_size]
+            yield self.prepare(self.inputs[index]), self.labels[index]
+
+    def prepare(self, inputs: torch.Tensor) -> torch.Tensor:
+        if self.kind != "image":
+            return inputs.long()
+        images = augment_batch(inputs.float(), self.augment, self.generator)
+        return ((images - self.mean) / self.std).contiguous(memory_format=self.memory_format)

@@ -1,0 +1,53 @@
+"""Evaluate a classifier run directory into its `eval.json`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from lit.config import from_dict
+from lit.data import Batches, DataSplits, load_data
+from lit.engine.models_io import load_model
+from lit.engine.runlog import read_json, write_json
+from lit.evaluate.accuracy import accuracy
+from lit.evaluate.cost import count_flops, count_parameters, measure_speed
+
+
+def example_input(data: DataSplits, batch: int) -> torch.Tensor:
+    """A batch of the data set's input shape: normalised noise for images, ids for text."""
+    if data.kind == "image":
+        return torch.randn(batch, *data.input_shape)
+    return torch.randint(0, 2, (batch, *data.input_shape))
+
+
+def evaluate_run(run_dir: str | Path, devices: list[str] | None = None, latency_runs: int = 30,
+                 throughput_batch: int = 256) -> dict[str, Any]:
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
+    cfg = from_dict(yaml.safe_load(config_path.read_text()))
+    data = load_data(cfg.data)
+    cpu = torch.device("cpu")
+    result: dict[str, Any] = {"config": cfg.to_dict()}
+    if (run_dir / "summary.json").exists():
+        result["train"] = read_json(run_dir / "summary.json")
+    for which in ("best", "last"):
+        model, state = load_model(run_dir, which, cpu)
+        test_acc, test_loss = accuracy(model, Batches(data.test, data, cfg.train.eval_batch_size), cpu)
+        result[f"test_acc_{'selected' if which == 'best' else 'last'}"] = test_acc
+        result[f"{'selected' if which == 'best' else 'last'}_epoch"] = state.get("epoch")
+        result[f"val_acc_{'selected' if which == 'best' else 'last'}"] = state.get("val_acc")
+    model, _ = load_model(run_dir, "best", cpu)
+    result["params"] = count_parameters(model)
+    result["flops"] = count_flops(model, example_input(data, 1))
+    result["macs"] = result["flops"] // 2
+    result["speed"] = {}
+    for name in devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]):
+        device = torch.device(name)
+        result["speed"][device.type] = measure_speed(model, lambda b: example_input(data, b), device, latency_runs, throughput_batch)
+    write_json(run_dir / "eval.json", result)
+    return result
