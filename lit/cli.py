@@ -13,6 +13,7 @@ verbs:
   prepare-data  download and cache a config's data set (the only step that needs the network)
   show-config   print a config fully resolved, with its defaults and overrides
   aggregate     gather run directories into one tidy table (CSV)
+  merge-tables  concatenate experiments' tables; condense metrics for DVC
   report        figures and tables from an aggregated table
 
 Each config-reading verb takes a YAML run config and `key=value` overrides, e.g.
@@ -45,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     prepare = verbs.add_parser("prepare-data", help="download and cache the data set a config names")
     _config_args(prepare)
+    prepare.add_argument("--output", type=Path, help="also write the split sizes to this JSON file")
 
     show = verbs.add_parser("show-config", help="print the resolved config")
     _config_args(show)
@@ -52,6 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     aggregate = verbs.add_parser("aggregate", help="gather run directories into one CSV table")
     aggregate.add_argument("run_dirs", nargs="+", type=Path)
     aggregate.add_argument("--output", type=Path, required=True)
+
+    merge = verbs.add_parser("merge-tables", help="concatenate per-experiment tables; condense DVC metrics")
+    merge.add_argument("tables", nargs="+", type=Path)
+    merge.add_argument("--output", type=Path, required=True)
+    merge.add_argument("--metrics", type=Path, help="JSON of mean scores by experiment, method and depth")
 
     report = verbs.add_parser("report", help="figures and tables from an aggregated table")
     report.add_argument("table", type=Path)
@@ -72,7 +79,12 @@ def run(args: argparse.Namespace) -> None:
 
             cfg.data.download = True
             data = load_data(cfg.data)
-            print(f"{cfg.data.name}: {len(data.train)} train, {len(data.val)} validation, {len(data.test)} test")
+            sizes = {"data": cfg.data.name, "train": len(data.train), "val": len(data.val), "test": len(data.test)}
+            if args.output:
+                from lit.engine.runlog import write_json
+
+                write_json(args.output, sizes)
+            print(f"{cfg.data.name}: {sizes['train']} train, {sizes['val']} validation, {sizes['test']} test")
         else:
             from lit.engine.trainer import train
 
@@ -88,6 +100,11 @@ def run(args: argparse.Namespace) -> None:
 
         table = aggregate_runs(args.run_dirs, args.output)
         print(f"{len(table)} runs -> {args.output}")
+    elif args.verb == "merge-tables":
+        from lit.report.tables import merge_tables
+
+        merged = merge_tables(args.tables, args.output, args.metrics)
+        print(f"{len(merged)} runs -> {args.output}")
     elif args.verb == "report":
         from lit.report.figures import write_report
 

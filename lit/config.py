@@ -249,5 +249,32 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     return from_dict(values)
 
 
+def effective_config(cfg: RunConfig) -> RunConfig:
+    """The config with what the method never reads put back to its default (other
+    methods' keys and phases), so that two runs that must give the same result have
+    the same config, and the same content hash."""
+    from lit.methods import METHODS
+
+    method = METHODS.get(cfg.method.name)
+    values = cfg.to_dict()
+    defaults = MethodConfig().__dict__
+    values["method"] = {k: (v if k == "name" or k in method.uses else defaults[k]) for k, v in values["method"].items()}
+    values["train"]["phases"] = {p: v for p, v in values["train"]["phases"].items() if p in method.phases}
+    return from_dict(values)
+
+
+def config_hash(cfg: RunConfig, length: int = 10) -> str:
+    """A content hash of the effective config: any change that can change a result changes it."""
+    import hashlib
+    import json
+
+    values = effective_config(cfg).to_dict()
+    # where data lives, whether it may be downloaded and how progress shows change no result
+    for section, key in (("data", "root"), ("data", "download"), ("train", "progress")):
+        values[section].pop(key)
+    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
+
+
 def dump_config(cfg: RunConfig) -> str:
     return yaml.safe_dump(cfg.to_dict(), sort_keys=False)

@@ -20,6 +20,8 @@ from lit.registry import Registry
 class Method(ABC):
     phases: ClassVar[tuple[str, ...]] = ("train",)
     needs_teacher: ClassVar[bool] = False
+    # the `method.*` keys this method reads; the others cannot change its result
+    uses: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, cfg: MethodConfig, student: nn.Module, teacher: nn.Module | None = None) -> None:
         self.cfg = cfg

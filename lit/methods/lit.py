@@ -45,6 +45,8 @@ def running_stats_untouched(module: nn.Module) -> Iterator[None]:
 class LIT(Method):
     phases = ("lit", "finetune")
     needs_teacher = True
+    uses = ("teacher", "hard_weight", "temperature", "kd_weight", "kd_weight_schedule",
+            "copy_stem_head", "freeze_stem_head", "finetune_freeze_stem_head")
 
     def __init__(self, cfg, student, teacher=None):
         super().__init__(cfg, student, teacher)

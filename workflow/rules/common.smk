@@ -1,0 +1,96 @@
+# The plan of the sweep: every run the config asks for, with its content-hashed id.
+import json
+from pathlib import Path
+import shlex
+import sys
+from dataclasses import dataclass
+
+from snakemake.exceptions import WorkflowError
+
+from lit.config import ConfigError, config_hash, load_config
+from lit.methods import METHODS
+
+RESULTS = config.get("results", "results")
+DATA_ROOT = config.get("data_root", "data")
+LIT = f"{shlex.quote(sys.executable)} -m lit"
+
+
+wildcard_constraints:
+    exp="[^/]+",
+    run="[^/]+",
+
+
+@dataclass(frozen=True)
+class Run:
+    exp: str
+    run_id: str
+    base: str  # the run config file the overrides apply to
+    overrides: tuple[str, ...]
+    teacher: str | None  # run id of the teacher in the same experiment
+    role: str
+
+    @property
+    def run_dir(self):
+        return f"{RESULTS}/{self.exp}/runs/{self.run_id}"
+
+    @property
+    def args(self):
+        return " ".join(shlex.quote(o) for o in self.overrides)
+
+
+def as_overrides(values):
+    # JSON is YAML, so every value reads back exactly as it was written here
+    return tuple(f"{key}={json.dumps(value)}" for key, value in values.items())
+
+
+def resolve(exp, where, base, values):
+    try:
+        cfg = load_config(base, as_overrides(values))
+    except ConfigError as err:
+        raise WorkflowError(f"experiments.{exp}.{where}: {err}") from None
+    return cfg, config_hash(cfg)
+
+
+def plan_experiment(name, exp):
+    common = {"data.root": DATA_ROOT, **exp.get("overrides", {})}
+    teacher = exp["teacher"]
+    values = {**common, **teacher.get("overrides", {}), "method.name": "scratch"}
+    values.update({"model.depth": teacher["depth"], "seed": teacher.get("seed", 0)})
+    cfg, digest = resolve(name, "teacher", teacher["config"], values)
+    teacher_id = f"teacher-{cfg.model.family}{cfg.model.depth}-s{cfg.seed}-{digest}"
+    runs = [Run(name, teacher_id, teacher["config"], as_overrides(values), None, "teacher")]
+    students = exp["students"]
+    for method in students["methods"]:
+        for depth in students["depths"]:
+            for seed in students["seeds"]:
+                values = {**common, **students.get("overrides", {}), **students.get("per_method", {}).get(method, {})}
+                values.update({"method.name": method, "model.depth": depth, "seed": seed})
+                needs_teacher = method in METHODS and METHODS.get(method).needs_teacher
+                if needs_teacher:
+                    values["method.teacher"] = f"{RESULTS}/{name}/runs/{teacher_id}"
+                cfg, digest = resolve(name, f"students ({method}, depth {depth}, seed {seed})", students["config"], values)
+                run_id = f"{method}-{cfg.model.family}{depth}-s{seed}-{digest}"
+                runs.append(Run(name, run_id, students["config"], as_overrides(values),
+                                teacher_id if needs_teacher else None, "student"))
+    return runs
+
+
+RUNS = {(run.exp, run.run_id): run for name, exp in config["experiments"].items() for run in plan_experiment(name, exp)}
+
+
+def run_of(wildcards):
+    return RUNS[(wildcards.exp, wildcards.run)]
+
+
+def experiment_evals(exp):
+    return [f"{run.run_dir}/eval.json" for (name, _), run in RUNS.items() if name == exp]
+
+
+REPORT_KINDS = ["depth-vs-accuracy.png", "depth-vs-accuracy.pdf", "summary.csv", "summary.md", "compression.csv", "compression.md"]
+
+
+def all_targets():
+    targets = [f"{RESULTS}/table.csv", f"{RESULTS}/metrics.json"]
+    for exp in config["experiments"]:
+        targets += [f"{RESULTS}/{exp}/{exp}-{kind}" for kind in REPORT_KINDS]
+    return targets

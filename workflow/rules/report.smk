@@ -1,0 +1,60 @@
+# Gather every run into one tidy table, then draw the figures and write the tables.
+
+
+rule aggregate_experiment:
+    input:
+        lambda w: experiment_evals(w.exp),
+    output:
+        f"{RESULTS}/{{exp}}/table.csv",
+    params:
+        run_dirs=lambda w, input: " ".join(str(Path(e).parent) for e in input),
+    log:
+        f"{RESULTS}/{{exp}}/logs/aggregate.log",
+    shell:
+        "{LIT} aggregate {params.run_dirs} --output {output} > {log} 2>&1"
+
+
+rule report_experiment:
+    input:
+        f"{RESULTS}/{{exp}}/table.csv",
+    output:
+        figure=report(
+            f"{RESULTS}/{{exp}}/{{exp}}-depth-vs-accuracy.png",
+            caption="../report/depth_vs_accuracy.rst",
+            category="Figures",
+            labels={"experiment": "{exp}", "figure": "depth vs accuracy"},
+        ),
+        figure_pdf=f"{RESULTS}/{{exp}}/{{exp}}-depth-vs-accuracy.pdf",
+        summary=report(
+            f"{RESULTS}/{{exp}}/{{exp}}-summary.csv",
+            caption="../report/summary.rst",
+            category="Tables",
+            labels={"experiment": "{exp}", "table": "every configuration"},
+        ),
+        summary_md=f"{RESULTS}/{{exp}}/{{exp}}-summary.md",
+        compression=report(
+            f"{RESULTS}/{{exp}}/{{exp}}-compression.csv",
+            caption="../report/compression.rst",
+            category="Tables",
+            labels={"experiment": "{exp}", "table": "compression"},
+        ),
+        compression_md=f"{RESULTS}/{{exp}}/{{exp}}-compression.md",
+    params:
+        out_dir=lambda w: f"{RESULTS}/{w.exp}",
+        tolerance=config.get("report", {}).get("tolerance", 0.01),
+    log:
+        f"{RESULTS}/{{exp}}/logs/report.log",
+    shell:
+        "{LIT} report {input} --output-dir {params.out_dir} --tolerance {params.tolerance} > {log} 2>&1"
+
+
+rule aggregate_all:
+    input:
+        [f"{RESULTS}/{exp}/table.csv" for exp in config["experiments"]],
+    output:
+        table=report(f"{RESULTS}/table.csv", caption="../report/table.rst", category="Tables"),
+        metrics=f"{RESULTS}/metrics.json",
+    log:
+        f"{RESULTS}/logs/aggregate_all.log",
+    shell:
+        "{LIT} merge-tables {input} --output {output.table} --metrics {output.metrics} > {log} 2>&1"
