@@ -2,7 +2,6 @@
 import json
 from pathlib import Path
 import shlex
-import sys
 from dataclasses import dataclass
 
 from snakemake.exceptions import WorkflowError
@@ -12,7 +11,6 @@ from lit.methods import METHODS
 
 RESULTS = config.get("results", "results")
 DATA_ROOT = config.get("data_root", "data")
-LIT = f"{shlex.quote(sys.executable)} -m lit"
 
 
 wildcard_constraints:
@@ -31,7 +29,7 @@ class Run:
 
     @property
     def run_dir(self):
-        return f"{RESULTS}/{self.exp}/runs/{self.run_id}"
+        return f"{RESULTS}/runs/{self.exp}/{self.run_id}"
 
     @property
     def args(self):
@@ -58,24 +56,49 @@ def plan_experiment(name, exp):
     values.update({"model.depth": teacher["depth"], "seed": teacher.get("seed", 0)})
     cfg, digest = resolve(name, "teacher", teacher["config"], values)
     teacher_id = f"teacher-{cfg.model.family}{cfg.model.depth}-s{cfg.seed}-{digest}"
-    runs = [Run(name, teacher_id, teacher["config"], as_overrides(values), None, "teacher")]
+    runs = [
+        Run(name, teacher_id, teacher["config"], as_overrides(values), None, "teacher")
+    ]
     students = exp["students"]
     for method in students["methods"]:
         for depth in students["depths"]:
             for seed in students["seeds"]:
-                values = {**common, **students.get("overrides", {}), **students.get("per_method", {}).get(method, {})}
-                values.update({"method.name": method, "model.depth": depth, "seed": seed})
+                values = {
+                    **common,
+                    **students.get("overrides", {}),
+                    **students.get("per_method", {}).get(method, {}),
+                }
+                values.update(
+                    {"method.name": method, "model.depth": depth, "seed": seed}
+                )
                 needs_teacher = method in METHODS and METHODS.get(method).needs_teacher
                 if needs_teacher:
-                    values["method.teacher"] = f"{RESULTS}/{name}/runs/{teacher_id}"
-                cfg, digest = resolve(name, f"students ({method}, depth {depth}, seed {seed})", students["config"], values)
+                    values["method.teacher"] = f"{RESULTS}/runs/{name}/{teacher_id}"
+                cfg, digest = resolve(
+                    name,
+                    f"students ({method}, depth {depth}, seed {seed})",
+                    students["config"],
+                    values,
+                )
                 run_id = f"{method}-{cfg.model.family}{depth}-s{seed}-{digest}"
-                runs.append(Run(name, run_id, students["config"], as_overrides(values),
-                                teacher_id if needs_teacher else None, "student"))
+                runs.append(
+                    Run(
+                        name,
+                        run_id,
+                        students["config"],
+                        as_overrides(values),
+                        teacher_id if needs_teacher else None,
+                        "student",
+                    )
+                )
     return runs
 
 
-RUNS = {(run.exp, run.run_id): run for name, exp in config["experiments"].items() for run in plan_experiment(name, exp)}
+RUNS = {
+    (run.exp, run.run_id): run
+    for name, exp in config["experiments"].items()
+    for run in plan_experiment(name, exp)
+}
 
 
 def run_of(wildcards):
@@ -83,10 +106,27 @@ def run_of(wildcards):
 
 
 def experiment_evals(exp):
-    return [f"{run.run_dir}/eval.json" for (name, _), run in RUNS.items() if name == exp]
+    return [
+        f"{run.run_dir}/eval.json" for (name, _), run in RUNS.items() if name == exp
+    ]
 
 
-REPORT_KINDS = ["depth-vs-accuracy.png", "depth-vs-accuracy.pdf", "summary.csv", "summary.md", "compression.csv", "compression.md"]
+def teacher_run_id(exp):
+    return next(
+        run.run_id
+        for (name, _), run in RUNS.items()
+        if name == exp and run.role == "teacher"
+    )
+
+
+REPORT_KINDS = [
+    "depth-vs-accuracy.png",
+    "depth-vs-accuracy.pdf",
+    "summary.csv",
+    "summary.md",
+    "compression.csv",
+    "compression.md",
+]
 
 
 def all_targets():

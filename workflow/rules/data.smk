@@ -6,15 +6,13 @@ rule prepare_data:
     input:
         config=lambda w: RUNS[(w.exp, teacher_run_id(w.exp))].base,
     output:
-        f"{RESULTS}/{{exp}}/data.json",
+        f"{RESULTS}/runs/{{exp}}/data.json",
+    log:
+        f"{RESULTS}/logs/{{exp}}/prepare_data.log",
+    localrule: True
+    conda:
+        "../envs/lit.yaml"
     params:
         args=lambda w: RUNS[(w.exp, teacher_run_id(w.exp))].args,
-    log:
-        f"{RESULTS}/{{exp}}/logs/prepare_data.log",
-    localrule: True
     shell:
-        "{LIT} prepare-data {input.config} {params.args} --output {output} > {log} 2>&1"
-
-
-def teacher_run_id(exp):
-    return next(run.run_id for (name, _), run in RUNS.items() if name == exp and run.role == "teacher")
+        "lit prepare-data {input.config} {params.args} --output {output} > {log} 2>&1"

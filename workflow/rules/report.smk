@@ -6,12 +6,14 @@ rule aggregate_experiment:
         lambda w: experiment_evals(w.exp),
     output:
         f"{RESULTS}/{{exp}}/table.csv",
+    log:
+        f"{RESULTS}/logs/{{exp}}/aggregate.log",
+    conda:
+        "../envs/lit.yaml"
     params:
         run_dirs=lambda w, input: " ".join(str(Path(e).parent) for e in input),
-    log:
-        f"{RESULTS}/{{exp}}/logs/aggregate.log",
     shell:
-        "{LIT} aggregate {params.run_dirs} --output {output} > {log} 2>&1"
+        "lit aggregate {params.run_dirs} --experiment {wildcards.exp} --output {output} > {log} 2>&1"
 
 
 rule report_experiment:
@@ -39,22 +41,28 @@ rule report_experiment:
             labels={"experiment": "{exp}", "table": "compression"},
         ),
         compression_md=f"{RESULTS}/{{exp}}/{{exp}}-compression.md",
+    log:
+        f"{RESULTS}/logs/{{exp}}/report.log",
+    conda:
+        "../envs/lit.yaml"
     params:
         out_dir=lambda w: f"{RESULTS}/{w.exp}",
         tolerance=config.get("report", {}).get("tolerance", 0.01),
-    log:
-        f"{RESULTS}/{{exp}}/logs/report.log",
     shell:
-        "{LIT} report {input} --output-dir {params.out_dir} --tolerance {params.tolerance} > {log} 2>&1"
+        "lit report {input} --output-dir {params.out_dir} --tolerance {params.tolerance} > {log} 2>&1"
 
 
 rule aggregate_all:
     input:
         [f"{RESULTS}/{exp}/table.csv" for exp in config["experiments"]],
     output:
-        table=report(f"{RESULTS}/table.csv", caption="../report/table.rst", category="Tables"),
+        table=report(
+            f"{RESULTS}/table.csv", caption="../report/table.rst", category="Tables"
+        ),
         metrics=f"{RESULTS}/metrics.json",
     log:
         f"{RESULTS}/logs/aggregate_all.log",
+    conda:
+        "../envs/lit.yaml"
     shell:
-        "{LIT} merge-tables {input} --output {output.table} --metrics {output.metrics} > {log} 2>&1"
+        "lit merge-tables {input} --output {output.table} --metrics {output.metrics} > {log} 2>&1"
