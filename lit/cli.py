@@ -54,6 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
     aggregate = verbs.add_parser("aggregate", help="gather run directories into one CSV table")
     aggregate.add_argument("run_dirs", nargs="+", type=Path)
     aggregate.add_argument("--output", type=Path, required=True)
+    aggregate.add_argument("--experiment", help="experiment name of every run (default: from the run directories' layout)")
 
     merge = verbs.add_parser("merge-tables", help="concatenate per-experiment tables; condense DVC metrics")
     merge.add_argument("tables", nargs="+", type=Path)
@@ -78,6 +79,7 @@ def run(args: argparse.Namespace) -> None:
             from lit.data import load_data
 
             cfg.data.download = True
+            Path(cfg.data.root).mkdir(parents=True, exist_ok=True)  # exists even for bundled data (a DVC output)
             data = load_data(cfg.data)
             sizes = {"data": cfg.data.name, "train": len(data.train), "val": len(data.val), "test": len(data.test)}
             if args.output:
@@ -98,7 +100,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.verb == "aggregate":
         from lit.report.aggregate import aggregate_runs
 
-        table = aggregate_runs(args.run_dirs, args.output)
+        table = aggregate_runs(args.run_dirs, args.output, args.experiment)
         print(f"{len(table)} runs -> {args.output}")
     elif args.verb == "merge-tables":
         from lit.report.tables import merge_tables

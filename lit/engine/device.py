@@ -41,3 +41,17 @@ def autocast(device: torch.device, dtype: torch.dtype) -> ContextManager:
     if dtype == torch.float32:
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+def compile_sectioned(model: torch.nn.Module, mode: str | None = None) -> None:
+    """`torch.compile` in place: the whole forward, and every part LIT calls on its own
+    (stem, each section, head), so teacher-fed sections run compiled too."""
+    for part in (model, getattr(model, "stem", None), *getattr(model, "sections", ()), getattr(model, "head", None)):
+        if part is not None:
+            part.compile(mode=mode)
+
+
+def compile_mode(device: torch.device) -> str | None:
+    """On CUDA, "reduce-overhead" replays CUDA graphs: small CIFAR models are bound by
+    kernel launches there. On a CPU the default mode."""
+    return "reduce-overhead" if device.type == "cuda" else None

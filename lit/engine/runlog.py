@@ -7,13 +7,13 @@ import math
 from pathlib import Path
 from typing import Any
 
-from lit.engine.checkpoint import atomic_write_bytes
+from lit.files import atomic_write_text
 
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> None:
     """Write a JSON file atomically (a reader never sees half of it)."""
     text = json.dumps(payload, indent=2, sort_keys=True, default=_plain) + "\n"
-    atomic_write_bytes(Path(path), lambda handle: handle.write(text.encode()))
+    atomic_write_text(path, text)
 
 
 def read_json(path: str | Path) -> dict[str, Any]:
@@ -50,4 +50,4 @@ class MetricsLog:
         """Keep the records with `key <= step`: what a checkpoint at `step` had already logged."""
         kept = [r for r in self.records() if r.get(key, 0) <= step]
         text = "".join(json.dumps(r) + "\n" for r in kept)
-        atomic_write_bytes(self.path, lambda handle: handle.write(text.encode()))
+        atomic_write_text(self.path, text)

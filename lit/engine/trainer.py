@@ -21,8 +21,9 @@ from torch import nn
 
 from lit.config import ConfigError, PhaseConfig, RunConfig, dump_config, from_dict
 from lit.data import Batches, DataSplits, load_data
-from lit.engine.checkpoint import atomic_write_bytes, load_checkpoint, save_checkpoint
-from lit.engine.device import autocast, resolve_device, resolve_precision
+from lit.engine.checkpoint import load_checkpoint, save_checkpoint
+from lit.files import atomic_write_text
+from lit.engine.device import autocast, compile_mode, compile_sectioned, resolve_device, resolve_precision
 from lit.engine.models_io import load_model, model_spec, save_model, unwrap
 from lit.engine.runlog import MetricsLog, write_json
 from lit.engine.schedule import learning_rate
@@ -91,6 +92,10 @@ class Trainer:
         for module in (self.student, teacher, self.method.extra_modules()):
             if module is not None:
                 module.to(self.device, memory_format=self.memory_format)
+        if cfg.train.compile:
+            for model in (self.student, teacher):
+                if model is not None:
+                    compile_sectioned(model, compile_mode(self.device))
         self.loader_rng = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.train_batches = Batches(self.data.train, self.data, cfg.train.batch_size, self.device, True, self.loader_rng, self.memory_format)
         self.val_batches = Batches(self.data.val, self.data, cfg.train.eval_batch_size, self.device, False, memory_format=self.memory_format)
@@ -111,8 +116,7 @@ class Trainer:
                 raise ConfigError(f"cannot resume {self.run_dir}: its config differs in {', '.join(differing)}")
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.resuming = resume and self.state_path.exists()
-        text = dump_config(self.cfg).encode()
-        atomic_write_bytes(config_path, lambda handle: handle.write(text))
+        atomic_write_text(config_path, dump_config(self.cfg))
 
     def save_state(self) -> None:
         state = {
@@ -138,6 +142,8 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         saved = self.restore_state() if self.resuming else None
+        if not self.resuming:  # a fresh run starts a fresh log (a killed first epoch may have left one)
+            self.log.path.unlink(missing_ok=True)
         started = time.perf_counter()
         phases = self.method.phases
         for phase_index in range(self.progress.phase_index, len(phases)):
@@ -220,8 +226,10 @@ class Trainer:
             progress.best_val_acc, progress.best_epoch = val_acc, progress.epoch
             save_model(self.student, self.spec, self.run_dir / "checkpoints" / "best.pt", epoch=progress.epoch, val_acc=val_acc)
         save_model(self.student, self.spec, self.run_dir / "checkpoints" / "last.pt", epoch=progress.epoch, val_acc=val_acc)
-        self.save_state()
+        # the record before the state: a run killed between the two redoes this epoch (and
+        # truncates its record) instead of resuming past an epoch that was never logged
         self.log.append(record)
+        self.save_state()
         print(
             f"[{self.cfg.method.name}] epoch {progress.epoch} ({record['phase']} {record['phase_epoch']}): "
             f"loss {record['loss']:.4f} train_acc {record['train_acc']:.4f} val_acc {val_acc:.4f} "

@@ -13,6 +13,9 @@ Weights (`weights=`):
 
 Statistics: mean and covariance (`np.cov`, rows are samples) in float64, as pytorch-fid's
 `calculate_activation_statistics`; the distance is pytorch-fid's `calculate_frechet_distance`.
+With fewer images than 2048 the features are first written in an orthonormal basis of the
+span they occupy (`joint_span_coordinates`): FID is unchanged by it (to ~1e-7 relative in
+the tests) and the matrix square root shrinks from 2048-d (tens of CPU seconds) to ~2N-d.
 
 Input conventions: uint8 images are 0..255; float images are generator outputs in
 [-1, 1], mapped to 0..1 by `(x + 1) / 2` and then clamped to [0, 1]. (The official LIT
@@ -38,7 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit.data.base import Split
-from lit.engine.checkpoint import atomic_write_bytes
+from lit.files import atomic_write
 
 INCEPTION_SIZE = 299
 FEATURE_DIM = 2048
@@ -127,15 +130,34 @@ def activation_statistics(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return np.mean(features, axis=0), np.cov(features, rowvar=False)
 
 
+def joint_span_coordinates(real_features: np.ndarray, fake_features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Both feature sets in an orthonormal basis of the span of their centred features and
+    of the difference of their means. FID is invariant under this change of coordinates
+    (both covariances and the mean difference live in that span; traces and the spectrum
+    of the covariance product are unchanged), so with fewer images than dimensions the
+    distance is exact in far fewer dimensions: a 2048-d matrix square root takes tens of
+    seconds on a CPU."""
+    mu_real, mu_fake = real_features.mean(axis=0), fake_features.mean(axis=0)
+    spanning = np.concatenate([real_features - mu_real, fake_features - mu_fake, (mu_real - mu_fake)[None]])
+    basis, _ = np.linalg.qr(spanning.T)  # (d, k) orthonormal columns
+    return (real_features - mu_fake) @ basis, (fake_features - mu_fake) @ basis
+
+
 def frechet_distance_of_features(real_features: np.ndarray, fake_features: np.ndarray) -> float:
+    """pytorch-fid's statistics and `calculate_frechet_distance` on two feature sets; in the
+    joint span of the sets when they have fewer images than feature dimensions (exact)."""
     from pytorch_fid.fid_score import calculate_frechet_distance
 
+    if len(real_features) + len(fake_features) + 1 < real_features.shape[1]:
+        real_features, fake_features = joint_span_coordinates(real_features, fake_features)
     mu_real, sigma_real = activation_statistics(real_features)
     mu_fake, sigma_fake = activation_statistics(fake_features)
     return float(calculate_frechet_distance(mu_real, sigma_real, mu_fake, sigma_fake))
 
 
-def fid(real_images: torch.Tensor, fake_images: torch.Tensor, batch_size: int = 50, device: str = "cpu", weights: str = "torchscript") -> float:
+def fid(
+    real_images: torch.Tensor, fake_images: torch.Tensor, batch_size: int = 50, device: str = "cpu", weights: str = "torchscript"
+) -> float:
     """FID between two image sets (each uint8 0..255 or float in [-1, 1])."""
     real = fid_features(real_images, batch_size, device, weights)
     fake = fid_features(fake_images, batch_size, device, weights)
@@ -167,7 +189,9 @@ def as_generator_input(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def translate_all(generator: Callable, images: torch.Tensor, labels: torch.Tensor, exclusive: Sequence[int], batch_size: int, device: str) -> torch.Tensor:
+def translate_all(
+    generator: Callable, images: torch.Tensor, labels: torch.Tensor, exclusive: Sequence[int], batch_size: int, device: str
+) -> torch.Tensor:
     """(N * K, C, H, W) translations in [-1, 1], attribute-major: all images to target 0 first."""
     outputs = []
     for targets in target_labels(labels.float(), exclusive):
@@ -197,7 +221,9 @@ def generator_fid(
     and their translations to every attribute's target (see the module docstring).
     `test_split.labels` are float (N, c_dim) attribute vectors."""
     if test_split.labels.dim() != 2:
-        raise ValueError(f"the translation protocol needs (N, c_dim) attribute labels, got shape {tuple(test_split.labels.shape)}")
+        raise ValueError(
+            f"the translation protocol needs (N, c_dim) attribute labels, got shape {tuple(test_split.labels.shape)}"
+        )
     index = seeded_subset(len(test_split), num_images, seed)
     images, labels = test_split.inputs[index], test_split.labels[index]
     was_training = generator.training
@@ -211,7 +237,14 @@ def generator_fid(
 
 
 @torch.no_grad()
-def sample_grid(generator: nn.Module, images: torch.Tensor, labels: torch.Tensor, path: str | Path, exclusive: Sequence[int] = (), device: str = "cpu") -> Path:
+def sample_grid(
+    generator: nn.Module,
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    path: str | Path,
+    exclusive: Sequence[int] = (),
+    device: str = "cpu",
+) -> Path:
     """A PNG grid: one row per input image; columns: the input, then its translation to
     each attribute's target (in attribute order)."""
     from torchvision.utils import save_image
@@ -220,10 +253,12 @@ def sample_grid(generator: nn.Module, images: torch.Tensor, labels: torch.Tensor
     was_training = generator.training
     generator.eval()
     try:
-        columns = [inputs.cpu()] + [generator(inputs, t.to(device)).float().cpu() for t in target_labels(labels.float(), exclusive)]
+        columns = [inputs.cpu()] + [
+            generator(inputs, t.to(device)).float().cpu() for t in target_labels(labels.float(), exclusive)
+        ]
     finally:
         generator.train(was_training)
     grid = to_unit_range(torch.stack(columns, dim=1).flatten(0, 1))  # row-major: image 0's columns first
     path = Path(path)
-    atomic_write_bytes(path, lambda handle: save_image(grid, handle, format="png", nrow=len(columns), padding=1))
+    atomic_write(path, lambda handle: save_image(grid, handle, format="png", nrow=len(columns), padding=1))
     return path

@@ -7,16 +7,16 @@ from pathlib import Path
 
 import pandas as pd
 
-from lit.engine.checkpoint import atomic_write_bytes
+from lit.files import atomic_write_text
 
 
 def merge_tables(tables: list[Path], output: Path, metrics: Path | None = None) -> pd.DataFrame:
     """Concatenate per-experiment run tables; `metrics` gets the mean test accuracy (or FID)
     of every experiment, method and depth as nested JSON."""
     merged = pd.concat([pd.read_csv(path) for path in tables], ignore_index=True)
-    atomic_write_bytes(output, lambda handle: handle.write(merged.to_csv(index=False).encode()))
+    atomic_write_text(output, merged.to_csv(index=False))
     if metrics is not None:
-        atomic_write_bytes(metrics, lambda handle: handle.write(json.dumps(condense(merged), indent=2, sort_keys=True).encode()))
+        atomic_write_text(metrics, json.dumps(condense(merged), indent=2, sort_keys=True))
     return merged
 
 

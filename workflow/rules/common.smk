@@ -49,49 +49,56 @@ def resolve(exp, where, base, values):
     return cfg, config_hash(cfg)
 
 
-def plan_experiment(name, exp):
-    common = {"data.root": DATA_ROOT, **exp.get("overrides", {})}
+def read_by(method, values):
+    """The overrides a method reads: the others (beta for KD, say) must not rerun it."""
+    spec = METHODS.get(method)
+
+    def read(key):
+        parts = key.split(".")
+        if parts[0] == "method" and len(parts) > 1:
+            return parts[1] == "name" or parts[1] in spec.uses
+        if parts[:2] == ["train", "phases"] and len(parts) > 2:
+            return parts[2] in spec.phases
+        return True
+
+    return {key: value for key, value in values.items() if read(key)}
+
+
+def plan_teacher(name, exp, common):
     teacher = exp["teacher"]
     values = {**common, **teacher.get("overrides", {}), "method.name": "scratch"}
     values.update({"model.depth": teacher["depth"], "seed": teacher.get("seed", 0)})
     cfg, digest = resolve(name, "teacher", teacher["config"], values)
-    teacher_id = f"teacher-{cfg.model.family}{cfg.model.depth}-s{cfg.seed}-{digest}"
-    runs = [
-        Run(name, teacher_id, teacher["config"], as_overrides(values), None, "teacher")
-    ]
+    run_id = f"teacher-{cfg.model.family}{cfg.model.depth}-s{cfg.seed}-{digest}"
+    return Run(name, run_id, teacher["config"], as_overrides(values), None, "teacher")
+
+
+def plan_student(name, exp, common, teacher, method, depth, seed):
     students = exp["students"]
-    for method in students["methods"]:
-        for depth in students["depths"]:
-            for seed in students["seeds"]:
-                values = {
-                    **common,
-                    **students.get("overrides", {}),
-                    **students.get("per_method", {}).get(method, {}),
-                }
-                values.update(
-                    {"method.name": method, "model.depth": depth, "seed": seed}
-                )
-                needs_teacher = method in METHODS and METHODS.get(method).needs_teacher
-                if needs_teacher:
-                    values["method.teacher"] = f"{RESULTS}/runs/{name}/{teacher_id}"
-                cfg, digest = resolve(
-                    name,
-                    f"students ({method}, depth {depth}, seed {seed})",
-                    students["config"],
-                    values,
-                )
-                run_id = f"{method}-{cfg.model.family}{depth}-s{seed}-{digest}"
-                runs.append(
-                    Run(
-                        name,
-                        run_id,
-                        students["config"],
-                        as_overrides(values),
-                        teacher_id if needs_teacher else None,
-                        "student",
-                    )
-                )
-    return runs
+    values = {**common, **students.get("overrides", {})}
+    values.update(students.get("per_method", {}).get(method, {}))
+    values.update({"method.name": method, "model.depth": depth, "seed": seed})
+    needs_teacher = method in METHODS and METHODS.get(method).needs_teacher
+    if needs_teacher:
+        values["method.teacher"] = teacher.run_dir
+    where = f"students ({method}, depth {depth}, seed {seed})"
+    cfg, digest = resolve(name, where, students["config"], values)
+    run_id = f"{method}-{cfg.model.family}{depth}-s{seed}-{digest}"
+    overrides = as_overrides(read_by(method, values))
+    teacher_id = teacher.run_id if needs_teacher else None
+    return Run(name, run_id, students["config"], overrides, teacher_id, "student")
+
+
+def plan_experiment(name, exp):
+    common = {"data.root": DATA_ROOT, **exp.get("overrides", {})}
+    teacher = plan_teacher(name, exp, common)
+    sweep = exp["students"]
+    return [teacher] + [
+        plan_student(name, exp, common, teacher, method, depth, seed)
+        for method in sweep["methods"]
+        for depth in sweep["depths"]
+        for seed in sweep["seeds"]
+    ]
 
 
 RUNS = {

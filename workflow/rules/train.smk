@@ -41,10 +41,11 @@ rule evaluate:
         f"{RESULTS}/logs/{{exp}}/evaluate/{{run}}.log",
     conda:
         "../envs/lit.yaml"
-    threads: 1
+    # all the cores, so no other job runs beside the latency timing; it times one thread
+    threads: workflow.cores
     params:
         run_dir=lambda w: run_of(w).run_dir,
         latency_runs=config.get("evaluate", {}).get("latency_runs", 30),
     shell:
-        "OMP_NUM_THREADS={threads} lit evaluate {params.run_dir} "
+        "OMP_NUM_THREADS=1 lit evaluate {params.run_dir} "
         "--latency-runs {params.latency_runs} > {log} 2>&1"

@@ -1,0 +1,209 @@
+"""Gather evaluated run directories into one tidy table: one row per run.
+
+A run directory holds its resolved config (`config.yaml`; GAN runs: `config.json`),
+`summary.json` from training and `eval.json` from evaluation. Classifier runs (image and
+text alike) keep the resolved config inside `eval.json`; GAN runs report `fid` (lower is
+better) instead of accuracy, so one table serves both and a column a run lacks is NaN.
+
+Where a run comes from:
+- experiment: an `experiment` file in the run directory, else an `experiment` field of
+  eval.json or the config, else the folder two levels up when the run sits in
+  `<experiment>/runs/<run-id>/` (the pipeline's layout), else the data set name.
+- role: "teacher" for a GAN teacher, for a scratch run whose folder name starts with
+  "teacher" (the pipeline's naming) and for any run another run of the experiment names
+  as its teacher; every other run is a "student".
+- teacher_run: the folder name of the teacher a distilled run learnt from (empty for
+  scratch, which uses none even when its config names one).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any, Iterable
+
+import pandas as pd
+import yaml
+
+from lit.files import atomic_write_text
+
+COLUMNS = [
+    "experiment", "run_id", "role", "method", "family", "depth", "seed", "data",
+    "hard_weight", "temperature", "kd_weight", "teacher_run",
+    "test_acc_selected", "test_acc_last", "val_acc_selected", "val_acc_last", "selected_epoch", "last_epoch",
+    "params", "flops", "macs", "latency_ms_cpu", "throughput_cpu", "latency_ms_cuda", "throughput_cuda",
+    "fid", "epochs", "train_seconds", "run_dir",
+]
+TEXT_COLUMNS = ["experiment", "run_id", "role", "method", "family", "data", "teacher_run", "run_dir"]
+NUMERIC_COLUMNS = [column for column in COLUMNS if column not in TEXT_COLUMNS]
+
+TEACHER_METHODS = {"teacher_gan"}  # methods that only ever train a teacher
+NO_TEACHER_METHODS = {"scratch", "teacher_gan"}  # methods that learn from labels alone
+# The KD/LIT weights each method reads (hard_weight = alpha, temperature = tau, kd_weight = beta);
+# a distillation method not listed here keeps all three, since which it uses is unknown.
+METHOD_WEIGHTS = {"scratch": (), "teacher_gan": (), "kd": ("hard_weight", "temperature")}
+WEIGHT_NAMES = ("hard_weight", "temperature", "kd_weight")
+GAN_JOB_METHODS = {"stargan-teacher": "teacher_gan", "stargan-lit": "lit"}
+
+
+def aggregate_runs(run_dirs: Iterable[str | Path], output: str | Path | None = None, experiment: str | None = None) -> pd.DataFrame:
+    """One row per run directory (columns: `COLUMNS`), teachers first; written to `output`
+    as CSV (atomically) when given. A run directory without eval.json is an error."""
+    rows = [read_run(run_dir) for run_dir in run_dirs]
+    if experiment is not None:
+        for row in rows:
+            row["experiment"] = experiment
+    assign_roles(rows)
+    table = pd.DataFrame(rows, columns=COLUMNS)
+    for column in NUMERIC_COLUMNS:
+        table[column] = pd.to_numeric(table[column], errors="coerce")
+    table = sort_runs(table)
+    if output is not None:
+        atomic_write_text(output, table.to_csv(index=False))
+    return table
+
+
+def sort_runs(table: pd.DataFrame) -> pd.DataFrame:
+    order = table.assign(teacher_first=table["role"] != "teacher")
+    order = order.sort_values(["experiment", "teacher_first", "method", "depth", "seed", "run_id"], kind="stable")
+    return order.drop(columns="teacher_first").reset_index(drop=True)
+
+
+def read_run(run_dir: str | Path) -> dict[str, Any]:
+    """The table row of one run directory (role still unset)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir} does not exist")
+    eval_path = run_dir / "eval.json"
+    if not eval_path.is_file():
+        raise FileNotFoundError(f"run directory {run_dir} has no eval.json: run `lit evaluate {run_dir}` first")
+    evaluation = read_json_file(eval_path)
+    config = run_config(run_dir, evaluation)
+    summary = evaluation.get("train") or (read_json_file(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {})
+    model, method = config.get("model") or {}, config.get("method") or {}
+    method_name = method.get("name")
+    row = {
+        "experiment": experiment_name(run_dir, evaluation, config),
+        "run_id": run_dir.name, "role": None, "method": method_name,
+        "family": model.get("family"), "depth": model.get("depth"), "seed": config.get("seed"),
+        "data": (config.get("data") or {}).get("name"),
+        "teacher_run": None if method_name in NO_TEACHER_METHODS else teacher_folder_name(method.get("teacher")),
+        "run_dir": str(run_dir),
+    }
+    used = METHOD_WEIGHTS.get(method_name, WEIGHT_NAMES)
+    row.update({name: method.get(name) if name in used else math.nan for name in WEIGHT_NAMES})
+    row.update(accuracy_fields(evaluation))
+    row.update(cost_fields(evaluation))
+    row["epochs"] = summary.get("epochs")
+    row["train_seconds"] = summary.get("seconds_this_session")
+    return row
+
+
+def read_json_file(path: Path) -> dict[str, Any]:
+    try:
+        payload = json.loads(path.read_text())
+    except json.JSONDecodeError as err:
+        raise ValueError(f"{path} is not valid JSON ({err}); re-run the step that writes it") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path} should hold a JSON object, got {type(payload).__name__}")
+    return payload
+
+
+def run_config(run_dir: Path, evaluation: dict[str, Any]) -> dict[str, Any]:
+    """The resolved run config, in the classifier config's shape (GAN job configs translated)."""
+    if isinstance(evaluation.get("config"), dict):
+        config = evaluation["config"]
+    elif (run_dir / "config.yaml").is_file():
+        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    elif (run_dir / "config.json").is_file():
+        config = read_json_file(run_dir / "config.json")
+    else:
+        raise FileNotFoundError(f"run directory {run_dir} has no config (config.yaml, config.json or a config in eval.json)")
+    if "job" in config and "settings" in config:
+        config = gan_job_config(config, evaluation)
+    return config
+
+
+def gan_job_config(job_config: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
+    """A StarGAN run's `config.json` ({job, settings, teacher, student_depth}) as a run config."""
+    settings = job_config.get("settings") or {}
+    depth = evaluation.get("depth", job_config.get("student_depth", settings.get("depth")))
+    return {
+        "seed": settings.get("seed"), "data": {"name": settings.get("data")},
+        "model": {"family": evaluation.get("family", "stargan"), "depth": depth},
+        "method": {"name": GAN_JOB_METHODS.get(job_config["job"], job_config["job"]), "teacher": job_config.get("teacher")},
+    }
+
+
+def experiment_name(run_dir: Path, evaluation: dict[str, Any], config: dict[str, Any]) -> str:
+    marker = run_dir / "experiment"
+    if marker.is_file() and marker.read_text().strip():
+        return marker.read_text().strip()
+    for source in (evaluation, config):
+        if source.get("experiment"):
+            return str(source["experiment"])
+    parent = run_dir.resolve().parent
+    if parent.parent.name == "runs":  # the pipeline's layout: runs/<experiment>/<run-id>/
+        return parent.name
+    if parent.name == "runs" and parent.parent.name:  # <experiment>/runs/<run-id>/
+        return parent.parent.name
+    return str((config.get("data") or {}).get("name") or "experiment")
+
+
+def teacher_folder_name(teacher: str | None) -> str | None:
+    """The run folder of a teacher given as a run directory or as a checkpoint inside one
+    (`<run>/checkpoints/best.pt`)."""
+    if not teacher:
+        return None
+    path = Path(str(teacher).rstrip("/\\"))
+    if path.suffix in (".pt", ".pth"):
+        path = path.parent
+    if path.name == "checkpoints":
+        path = path.parent
+    return path.name or None
+
+
+def accuracy_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
+    names = ("test_acc_selected", "test_acc_last", "val_acc_selected", "val_acc_last", "selected_epoch", "last_epoch", "fid")
+    return {name: evaluation.get(name) for name in names}
+
+
+def cost_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
+    """Parameters, FLOPs and speed from a classifier's eval.json or a GAN's (which names
+    them `parameters`, `flops_per_image` and `latency_ms_cpu_batch1`)."""
+    speed = evaluation.get("speed") or {}
+    cpu, cuda = speed.get("cpu") or {}, speed.get("cuda") or {}
+    return {
+        "params": first_present(evaluation, "params", "parameters"),
+        "flops": first_present(evaluation, "flops", "flops_per_image"),
+        "macs": evaluation.get("macs"),
+        "latency_ms_cpu": cpu.get("latency_ms_batch1", evaluation.get("latency_ms_cpu_batch1")),
+        "throughput_cpu": first_matching(cpu, "throughput_per_s"),
+        "latency_ms_cuda": cuda.get("latency_ms_batch1"),
+        "throughput_cuda": first_matching(cuda, "throughput_per_s"),
+    }
+
+
+def first_present(values: dict[str, Any], *names: str) -> Any:
+    return next((values[name] for name in names if values.get(name) is not None), None)
+
+
+def first_matching(values: dict[str, Any], prefix: str) -> Any:
+    """The value of the first key starting with `prefix` (the batch size is in the key's name)."""
+    return next((value for key, value in sorted(values.items()) if key.startswith(prefix)), None)
+
+
+def assign_roles(rows: list[dict[str, Any]]) -> None:
+    named_teachers = {(row["experiment"], row["teacher_run"]) for row in rows if row["teacher_run"]}
+    for row in rows:
+        row["role"] = "teacher" if is_teacher(row, named_teachers) else "student"
+
+
+def is_teacher(row: dict[str, Any], named_teachers: set[tuple[str, str]]) -> bool:
+    if row["method"] in TEACHER_METHODS:
+        return True
+    if row["teacher_run"]:  # a run that learnt from a teacher is a student
+        return False
+    named_by_folder = row["method"] == "scratch" and row["run_id"].startswith("teacher")
+    return named_by_folder or (row["experiment"], row["run_id"]) in named_teachers

@@ -1,0 +1,199 @@
+"""Figures and tables of every experiment in an aggregated run table.
+
+`write_report` writes, per experiment and prefixed by its name: the depth-vs-accuracy
+figure (PNG and PDF), the summary of every configuration and the compression table (CSV
+and markdown); a GAN experiment (runs with an FID) gets a depth-vs-FID figure and an FID
+table instead. Figures are drawn on matplotlib's Agg canvas without pyplot, so no display
+or global backend is involved, and every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.ticker import PercentFormatter
+
+from lit.report.aggregate import COLUMNS, WEIGHT_NAMES
+from lit.report.experiment_tables import (
+    ExperimentTables, compression_table, fid_table, method_order, summary_table, tabulate_experiment,
+)
+from lit.files import atomic_write_bytes, atomic_write_text
+from lit.report.files import file_stem
+from lit.report.markdown import compression_markdown, fid_markdown, points_text, summary_markdown
+
+REQUIRED_COLUMNS = ["experiment", "run_id", "role", "method", "depth"]
+METHOD_LABELS = {"scratch": "scratch", "kd": "KD", "lit": "LIT", "fitnets": "FitNets", "teacher_gan": "teacher"}
+METHOD_COLOURS = {"scratch": "#7f7f7f", "kd": "#1f77b4", "lit": "#d62728", "fitnets": "#2ca02c"}
+SPARE_COLOURS = ["#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+FAMILY_LABELS = {"resnet": "ResNet", "resnext": "ResNeXt", "vdcnn": "VDCNN", "stargan": "StarGAN"}
+WEIGHT_SYMBOLS = {"hard_weight": "α", "temperature": "τ", "kd_weight": "β"}
+
+
+@dataclass(frozen=True)
+class Metric:
+    """What the y axis shows: a column of the configurations and how to read it."""
+
+    name: str
+    mean: str
+    std: str
+    axis_label: str
+    title: str
+    percent: bool
+    x_label: str = "student depth (layers)"
+
+
+ACCURACY = Metric("test accuracy", "test_acc_mean", "test_acc_std", "test accuracy (selected checkpoint)", "test accuracy by student depth", True)
+FID = Metric("FID", "fid_mean", "fid_std", "FID (lower is better)", "FID by generator depth", False, "student residual blocks")
+
+
+def model_label(family: str, depth: float) -> str:
+    return f"{FAMILY_LABELS.get(family, family)}-{int(depth)}"
+
+
+def student_series(students: pd.DataFrame) -> Iterator[tuple[str, str, pd.DataFrame]]:
+    """(label, method, configurations by depth) per plotted line: one per method, or one per
+    family and weight setting of a method run with several, labelled by what differs."""
+    keys = ["family", *WEIGHT_NAMES]
+    for method in method_order(students["method"]):
+        settings = list(students[students["method"] == method].groupby(keys, dropna=False, sort=True))
+        differing = [k for i, k in enumerate(keys) if len({str(setting[i]) for setting, _ in settings}) > 1]
+        for setting, frame in settings:
+            values = dict(zip(keys, setting))
+            details = [str(values[k]) if k == "family" else f"{WEIGHT_SYMBOLS[k]}={values[k]:g}" for k in differing]
+            label = METHOD_LABELS.get(method, method) + (f" ({', '.join(details)})" if details else "")
+            yield label, method, frame.sort_values("depth")
+
+
+def dodge_width(depths: pd.Series, lines: int) -> float:
+    """Horizontal offset between lines, so error bars at one depth do not hide each other."""
+    if lines < 2:
+        return 0.0
+    distinct = sorted(set(depths))
+    spacing = min((b - a for a, b in zip(distinct, distinct[1:])), default=max(distinct[0], 1))
+    return 0.2 * spacing / lines
+
+
+def depth_figure(tables: ExperimentTables, experiment: str, metric: Metric = ACCURACY, tolerance: float | None = None) -> Figure:
+    """Mean metric against student depth, one line per method with sample-std error bars; the
+    teacher as a dashed horizontal line (and, for accuracy, the band within `tolerance` of it)."""
+    figure = Figure(figsize=(8.0, 4.6), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    series = list(student_series(tables.students))
+    width = dodge_width(tables.students["depth"], len(series))
+    spare = iter(SPARE_COLOURS * 4)
+    for index, (label, method, frame) in enumerate(series):
+        offset = (index - (len(series) - 1) / 2) * width
+        axes.errorbar(frame["depth"] + offset, frame[metric.mean], yerr=frame[metric.std].fillna(0.0), label=label,
+                      color=METHOD_COLOURS.get(method) or next(spare), marker="o", markersize=5, linewidth=1.8,
+                      capsize=4, elinewidth=1.2)
+    if tables.teacher is not None:
+        draw_teacher(axes, tables.teacher, metric, tolerance)
+    label_depths(axes, tables.students, metric)
+    axes.set_ylabel(metric.axis_label)
+    if metric.percent:
+        axes.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=1))
+    axes.set_title(f"{experiment}: {metric.title}")
+    axes.margins(x=0.08)
+    axes.grid(True, alpha=0.3)
+    # outside the axes, so it never hides a point; the students first, the teacher below them
+    handles, labels = axes.get_legend_handles_labels()
+    order = sorted(range(len(labels)), key=lambda i: (labels[i].startswith(("teacher", "within")), i))
+    axes.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper left", bbox_to_anchor=(1.02, 1.0),
+                fontsize="small", frameon=False, title="mean ± std over seeds", title_fontsize="small")
+    return figure
+
+
+def label_depths(axes, students: pd.DataFrame, metric: Metric) -> None:
+    """Ticks at the student depths, each with the student's parameter count beneath it."""
+    depths = sorted(set(students["depth"]))
+    params = students.groupby("depth")["params"].median()
+    labels = [f"{depth:g}" + (f"\n{params[depth] / 1e3:,.0f}k params" if params.get(depth, 0) > 0 else "") for depth in depths]
+    axes.set_xticks(depths, labels)
+    axes.set_xlabel(metric.x_label)
+
+
+def draw_teacher(axes, teacher: pd.Series, metric: Metric, tolerance: float | None) -> None:
+    value = teacher[metric.mean]
+    shown = f"{value:.1%}" if metric.percent else f"{metric.name} {value:.2f}"
+    axes.axhline(value, color="black", linestyle="--", linewidth=1.3,
+                 label=f"teacher {model_label(teacher['family'], teacher['depth'])}: {shown}")
+    if metric.percent and tolerance:
+        axes.axhspan(value - tolerance, value, color="black", alpha=0.07, linewidth=0, label=f"within {points_text(tolerance)} of the teacher")
+
+
+def figure_bytes(figure: Figure, file_format: str) -> bytes:
+    buffer = io.BytesIO()
+    metadata = {"CreationDate": None} if file_format == "pdf" else None  # the same table gives the same bytes
+    figure.savefig(buffer, format=file_format, dpi=150, metadata=metadata)
+    return buffer.getvalue()
+
+
+def named(prefix: Path, suffix: str) -> Path:
+    """`<output_dir>/<experiment>-<suffix>` from `prefix` = `<output_dir>/<experiment>`."""
+    return prefix.with_name(f"{prefix.name}-{suffix}")
+
+
+def write_figure(figure: Figure, prefix: Path, name: str) -> list[Path]:
+    return [atomic_write_bytes(named(prefix, f"{name}.{kind}"), figure_bytes(figure, kind)) for kind in ("png", "pdf")]
+
+
+def read_run_table(table_csv: str | Path) -> pd.DataFrame:
+    table_csv = Path(table_csv)
+    if not table_csv.is_file():
+        raise FileNotFoundError(f"run table {table_csv} does not exist: make it with `lit aggregate`")
+    runs = pd.read_csv(table_csv)
+    missing = [column for column in REQUIRED_COLUMNS if column not in runs]
+    if missing:
+        raise ValueError(f"run table {table_csv} lacks the columns {', '.join(missing)}: make it with `lit aggregate`")
+    if runs.empty:
+        raise ValueError(f"run table {table_csv} holds no runs")
+    for column in COLUMNS:
+        if column not in runs:
+            runs[column] = float("nan")
+    return runs
+
+
+def write_report(table_csv: str | Path, output_dir: str | Path, tolerance: float = 0.01) -> list[Path]:
+    """Figures and tables of every experiment in `table_csv` into `output_dir`; returns the paths."""
+    if not tolerance >= 0:
+        raise ValueError(f"tolerance must be a non-negative accuracy difference (0.01 = 1 point), got {tolerance}")
+    runs = read_run_table(table_csv)
+    paths: list[Path] = []
+    for experiment, experiment_runs in runs.groupby("experiment", sort=True):
+        tables = tabulate_experiment(experiment_runs)
+        prefix = Path(output_dir) / file_stem(str(experiment))
+        if tables.is_gan:
+            paths += write_fid_report(tables, str(experiment), prefix)
+        else:
+            paths += write_accuracy_report(tables, str(experiment), prefix, tolerance)
+    return paths
+
+
+def write_accuracy_report(tables: ExperimentTables, experiment: str, prefix: Path, tolerance: float) -> list[Path]:
+    paths = write_figure(depth_figure(tables, experiment, ACCURACY, tolerance), prefix, "depth-vs-accuracy")
+    summary = summary_table(tables)
+    compression = compression_table(tables, tolerance)
+    teacher = tables.teacher
+    teacher_label = None if teacher is None else f"{model_label(teacher['family'], teacher['depth'])}, {teacher['test_acc_mean']:.2%}"
+    return paths + [
+        atomic_write_text(named(prefix, "summary.csv"), summary.to_csv(index=False)),
+        atomic_write_text(named(prefix, "summary.md"), summary_markdown(experiment, summary)),
+        atomic_write_text(named(prefix, "compression.csv"), compression.to_csv(index=False)),
+        atomic_write_text(named(prefix, "compression.md"), compression_markdown(experiment, compression, teacher_label, tolerance)),
+    ]
+
+
+def write_fid_report(tables: ExperimentTables, experiment: str, prefix: Path) -> list[Path]:
+    paths = write_figure(depth_figure(tables, experiment, FID), prefix, "depth-vs-fid")
+    fid = fid_table(tables)
+    return paths + [
+        atomic_write_text(named(prefix, "fid.csv"), fid.to_csv(index=False)),
+        atomic_write_text(named(prefix, "fid.md"), fid_markdown(experiment, fid)),
+    ]
