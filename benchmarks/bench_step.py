@@ -128,7 +128,7 @@ def engine_trainer(case: str, args, run_dir: Path):
     from lit.engine.trainer import Trainer
     from lit.models import build_model
 
-    size = args.batch * args.steps
+    size = args.batch * (args.steps + 2)  # 5% go to the validation split the engine requires
     method = {"name": "scratch"}
     if case == "lit110to20":
         teacher_path = run_dir / "teacher.pt"
@@ -136,7 +136,7 @@ def engine_trainer(case: str, args, run_dir: Path):
         method = {"name": "lit", "teacher": str(teacher_path)}
     phases = {p: {"epochs": 1, "lr": 0.1} for p in ("train", "lit", "finetune")}
     cfg = from_dict({
-        "seed": 0, "data": {"name": "synthetic", "val_fraction": 0.0, "options": {"train_size": size, "test_size": args.batch}},
+        "seed": 0, "data": {"name": "synthetic", "val_fraction": 0.05, "options": {"train_size": size, "test_size": args.batch}},
         "model": {"family": "resnet", "depth": 20}, "method": method,
         "train": {"batch_size": args.batch, "device": str(args.device), "precision": args.precision,
                   "channels_last": not args.no_channels_last, "compile": args.compile, "progress": "off", "phases": phases},

@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--device", action="append", dest="devices", help="device(s) to time (default: cpu, and cuda if present)")
     evaluate.add_argument("--latency-runs", type=int, default=30)
     evaluate.add_argument("--throughput-batch", type=int, default=256)
+    evaluate.add_argument("--threads", type=int, help="torch threads for the timings (default: torch's own choice)")
 
     prepare = verbs.add_parser("prepare-data", help="download and cache the data set a config names")
     _config_args(prepare)
@@ -95,6 +96,10 @@ def run(args: argparse.Namespace) -> None:
     elif args.verb == "evaluate":
         from lit.evaluate.run import evaluate_run
 
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
         result = evaluate_run(args.run_dir, args.devices, args.latency_runs, args.throughput_batch)
         print(f"test_acc selected {result['test_acc_selected']:.4f}, last {result['test_acc_last']:.4f} -> {args.run_dir / 'eval.json'}")
     elif args.verb == "aggregate":

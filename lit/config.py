@@ -120,6 +120,8 @@ def _convert(value: Any, tp: Any, key: str) -> Any:
                 errors.append(str(err))
         raise ConfigError(f"config key {key!r}: expected {' or '.join(_type_name(a) for a in args)}, got {value!r}")
     if origin is Literal:
+        if isinstance(value, bool) and {"on", "off"} <= set(args):  # YAML 1.1 reads on/off as booleans
+            value = "on" if value else "off"
         if value not in args:
             raise ConfigError(f"config key {key!r}: expected one of {', '.join(map(repr, args))}, got {value!r}")
         return value
@@ -195,7 +197,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         (cfg.data.name in DATASETS, "data.name", cfg.data.name, f"one of {', '.join(DATASETS.names())}"),
         (cfg.model.family in MODELS, "model.family", cfg.model.family, f"one of {', '.join(MODELS.names())}"),
         (cfg.method.name in METHODS, "method.name", cfg.method.name, f"one of {', '.join(METHODS.names())}"),
-        (0.0 <= cfg.data.val_fraction < 1.0, "data.val_fraction", cfg.data.val_fraction, "a number in [0, 1)"),
+        (0.0 < cfg.data.val_fraction < 1.0, "data.val_fraction", cfg.data.val_fraction,
+         "a number in (0, 1): selection needs a validation split"),
         (cfg.model.depth > 0, "model.depth", cfg.model.depth, "a positive integer"),
         (0.0 <= cfg.method.hard_weight <= 1.0, "method.hard_weight", cfg.method.hard_weight, "a number in [0, 1]"),
         (cfg.method.temperature > 0, "method.temperature", cfg.method.temperature, "a positive number"),

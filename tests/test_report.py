@@ -243,7 +243,7 @@ def test_write_report_writes_valid_figures_and_tables(runs, tmp_path):
 
 
 def test_an_interrupted_write_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
-    from lit.report import files
+    from lit import files
 
     target = files.atomic_write_text(tmp_path / "summary.csv", "old\n")
     umask = os.umask(0)

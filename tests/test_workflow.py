@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import re
 import signal
 import subprocess
 import time
@@ -98,8 +100,6 @@ def test_killed_job_reruns_without_redoing_finished_jobs(tmp_path):
             time.sleep(0.2)
         assert list(runs.glob("lit-*/checkpoints/state.pt")), "the student never checkpointed"
     finally:
-        import os
-
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
     teacher_summary = next(runs.glob("teacher-*/summary.json"))
@@ -110,5 +110,40 @@ def test_killed_job_reruns_without_redoing_finished_jobs(tmp_path):
     snakemake(tmp_path, "--cores", "2")
     assert teacher_summary.stat().st_mtime_ns == teacher_mtime, "the finished teacher was trained again"
     log = next((tmp_path / "results" / "logs" / "tiny" / "train").glob("lit-*.log")).read_text()
-    assert "epoch 1 " in log and "epoch 61 " in log
+    epochs = [int(e) for e in re.findall(r"\] epoch (\d+) ", log)]
+    assert epochs[0] > 1, "the killed job must resume from its last complete epoch, not start over"
+    assert epochs[-1] == 61 and epochs == list(range(epochs[0], 62))
     assert planned_jobs(tmp_path) == {}
+
+
+def run_checked(command: list[str], cwd: Path, timeout: int = 600) -> str:
+    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env(), timeout=timeout)
+    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+def test_dvc_push_fresh_clone_pull_has_nothing_to_do(tmp_path):
+    import shutil
+
+    project, remote, clone = tmp_path / "project", tmp_path / "remote", tmp_path / "clone"
+    make_project(project, tiny_config())
+    for part in ("workflow", "lit"):
+        shutil.copytree(ROOT / part, project / part, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", project)
+    (project / ".gitignore").write_text(".snakemake/\nresults/logs/\n")
+    git = ["git", "-c", "user.name=lit-tests", "-c", "user.email=tests@lit.invalid"]
+    run_checked(["git", "init", "-q"], project)
+    run_checked([str(BIN / "dvc"), "init", "-q"], project)
+    run_checked([str(BIN / "dvc"), "remote", "add", "-d", "store", str(remote)], project)
+    run_checked([str(BIN / "dvc"), "repro"], project, timeout=900)
+    run_checked([str(BIN / "dvc"), "push"], project)
+    run_checked(["git", "add", "-A"], project)
+    run_checked([*git, "commit", "-q", "-m", "results"], project)
+    assert "results/runs" not in run_checked(["git", "ls-files"], project), "checkpoints belong to DVC, not git"
+
+    run_checked(["git", "clone", "-q", str(project), str(clone)], tmp_path)
+    assert not (clone / "results" / "runs").exists()
+    run_checked([str(BIN / "dvc"), "pull"], clone)
+    assert list((clone / "results" / "runs" / "tiny").glob("lit-*/checkpoints/best.pt"))
+    assert planned_jobs(clone) == {}, "after dvc pull the pipeline must have nothing to do"
+    assert "up to date" in run_checked([str(BIN / "dvc"), "status"], clone).lower()

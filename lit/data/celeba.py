@@ -91,12 +91,18 @@ def select_split(partition: dict[str, int], rows: dict[str, list[int]], which: i
 
 def cache_path(folder: Path, options: dict) -> Path:
     """One cache file per option set and per version of the label files (their sizes)."""
-    key = dict(options, attr_bytes=(folder / "list_attr_celeba.txt").stat().st_size, partition_bytes=(folder / "list_eval_partition.txt").stat().st_size)
+    key = dict(
+        options,
+        attr_bytes=(folder / "list_attr_celeba.txt").stat().st_size,
+        partition_bytes=(folder / "list_eval_partition.txt").stat().st_size,
+    )
     digest = hashlib.sha1(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
     return folder / "lit_cache" / f"celeba-{digest}.pt"
 
 
-def build_tensors(folder: Path, attributes: list[str], crop: int, image_size: int, train_limit: int | None, test_limit: int | None) -> dict:
+def build_tensors(
+    folder: Path, attributes: list[str], crop: int, image_size: int, train_limit: int | None, test_limit: int | None
+) -> dict:
     names, rows = read_attributes(folder / "list_attr_celeba.txt")
     unknown = [a for a in attributes if a not in names]
     if unknown:
@@ -131,12 +137,22 @@ def celeba(
         torchvision.datasets.CelebA(str(root), split="all", target_type=[], download=True)
     require_files(folder)
     attributes = list(attributes)
-    options = {"attributes": attributes, "crop": crop, "image_size": image_size, "train_limit": train_limit, "test_limit": test_limit}
+    options = {
+        "attributes": attributes,
+        "crop": crop,
+        "image_size": image_size,
+        "train_limit": train_limit,
+        "test_limit": test_limit,
+    }
     path = cache_path(folder, options)
     try:
         tensors = load_checkpoint(path, kind=CACHE_KIND)
     except CheckpointError:  # absent or unreadable: decode again and replace it
-        tensors = {"format": "lit-checkpoint/1", "kind": CACHE_KIND, **build_tensors(folder, attributes, crop, image_size, train_limit, test_limit)}
+        tensors = {
+            "format": "lit-checkpoint/1",
+            "kind": CACHE_KIND,
+            **build_tensors(folder, attributes, crop, image_size, train_limit, test_limit),
+        }
         save_checkpoint(tensors, path)
     return RawData(
         train=Split(tensors["train_images"], tensors["train_labels"]),

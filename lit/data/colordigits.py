@@ -63,7 +63,9 @@ def random_domains(count: int, seed: int) -> torch.Tensor:
 
 
 @register_dataset("color_digits")
-def color_digits(root: Path, download: bool = False, image_size: int = 16, test_fraction: float = 0.2, split_seed: int = 0) -> RawData:
+def color_digits(
+    root: Path, download: bool = False, image_size: int = 16, test_fraction: float = 0.2, split_seed: int = 0
+) -> RawData:
     """Offline anywhere (the digits ship with scikit-learn); `root` and `download` are unused."""
     from sklearn.datasets import load_digits
 

@@ -57,7 +57,9 @@ def verify_file(path: Path, sha256: str | None = None, md5: str | None = None) -
             )
 
 
-def download(url: str, dest: str | Path, sha256: str | None = None, md5: str | None = None, timeout: float = 60.0) -> Path:
+def download(
+    url: str, dest: str | Path, sha256: str | None = None, md5: str | None = None, timeout: float = 60.0
+) -> Path:
     """Fetch `url` to the file `dest`, verifying `sha256` and/or `md5` when given.
 
     An existing `dest` that passes the checksums is kept without a new download. The bytes
@@ -107,32 +109,42 @@ def stream_url(url: str, sink: BinaryIO, algorithms: list[str], timeout: float) 
     return {name: digest.hexdigest() for name, digest in digests.items()}
 
 
-def checked_member_path(name: str, staging: Path) -> Path:
-    """Where member `name` would land inside `staging`; refuse absolute and escaping paths."""
+def is_absolute(name: str) -> bool:
     pure = PurePosixPath(name.replace("\\", "/"))
-    if pure.is_absolute() or (pure.parts and pure.parts[0].endswith(":")):
+    return pure.is_absolute() or bool(pure.parts and pure.parts[0].endswith(":"))  # "/x" or "C:/x"
+
+
+def leaves(name: str, staging: Path) -> bool:
+    """Whether the relative path `name` resolves outside `staging` (through `..` or existing links)."""
+    resolved = (staging / name.replace("\\", "/")).resolve()
+    return not resolved.is_relative_to(staging.resolve())
+
+
+def check_member_path(name: str, staging: Path) -> None:
+    if is_absolute(name):
         raise UnsafeArchiveError(f"archive member {name!r} has an absolute path; refusing to extract")
-    resolved = (staging / pure).resolve()
-    if not resolved.is_relative_to(staging.resolve()):
-        raise UnsafeArchiveError(f"archive member {name!r} would be written outside the target folder; refusing to extract")
-    return resolved
+    if leaves(name, staging):
+        raise UnsafeArchiveError(
+            f"archive member {name!r} would be written outside the target folder; refusing to extract"
+        )
 
 
 def check_tar_member(member: tarfile.TarInfo, staging: Path) -> None:
-    checked_member_path(member.name, staging)
-    if member.issym():
-        # a symbolic link is resolved from the folder that holds it
-        if PurePosixPath(member.linkname).is_absolute():
-            raise UnsafeArchiveError(f"archive member {member.name!r} links to the absolute path {member.linkname!r}; refusing to extract")
-        checked_member_path(str(PurePosixPath(member.name).parent / member.linkname), staging)
-    elif member.islnk():
-        checked_member_path(member.linkname, staging)  # a hard link names another member
+    check_member_path(member.name, staging)
+    if member.issym() or member.islnk():
+        # a symbolic link resolves from the folder that holds it; a hard link names another member
+        base = PurePosixPath(member.name).parent if member.issym() else PurePosixPath()
+        if is_absolute(member.linkname) or leaves(str(base / member.linkname), staging):
+            raise UnsafeArchiveError(
+                f"archive member {member.name!r} links to {member.linkname!r}, outside the target folder; "
+                "refusing to extract"
+            )
     elif not (member.isfile() or member.isdir()):
         raise UnsafeArchiveError(f"archive member {member.name!r} is a device or pipe; refusing to extract")
 
 
 def check_zip_member(info: zipfile.ZipInfo, staging: Path) -> None:
-    checked_member_path(info.filename, staging)
+    check_member_path(info.filename, staging)
     if stat.S_ISLNK(info.external_attr >> 16):
         raise UnsafeArchiveError(f"archive member {info.filename!r} is a symbolic link; refusing to extract")
 
@@ -148,15 +160,19 @@ def extract_all(archive: Path, staging: Path) -> None:
     try:
         bundle = tarfile.open(archive)  # detects gzip, bzip2 and xz compression
     except tarfile.TarError as err:
-        raise UnsafeArchiveError(f"{archive.name} is neither a tar nor a zip archive ({err})") from None
+        raise ValueError(f"{archive.name} is neither a tar nor a zip archive ({err})") from None
     with bundle:
         members = bundle.getmembers()
         for member in members:
             check_tar_member(member, staging)
-        if hasattr(tarfile, "data_filter"):
-            bundle.extractall(staging, members=members, filter="data")  # the standard library's own guard too
-        else:
-            bundle.extractall(staging, members=members)
+        try:
+            if hasattr(tarfile, "data_filter"):
+                # the standard library's guard as well: it resolves links that earlier members created
+                bundle.extractall(staging, members=members, filter="data")
+            else:
+                bundle.extractall(staging, members=members)
+        except tarfile.FilterError as err:
+            raise UnsafeArchiveError(f"archive refused: {err}; nothing was extracted") from None
 
 
 def safe_extract(archive: str | Path, target: str | Path, verify: Callable[[Path], None] | None = None) -> list[Path]:

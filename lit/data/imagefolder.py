@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from lit.data.base import Augment, RawData, Split, register_dataset, stratified_holdout
-from lit.engine.checkpoint import atomic_write_bytes
+from lit.files import atomic_write
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 CACHE_FORMAT = "lit-imagefolder-cache/1"  # bump when decoding changes: old caches stop matching
@@ -306,6 +306,6 @@ def write_cache(cache_path: Path, train: Split, test: Split, class_names: list[s
         "test_labels": test.labels,
     }
     try:
-        atomic_write_bytes(cache_path, lambda handle: torch.save(state, handle))
+        atomic_write(cache_path, lambda handle: torch.save(state, handle))
     except OSError as err:  # a read-only data folder costs a re-decode next time, nothing more
         warnings.warn(f"could not write the image cache {cache_path} ({err}); the next load decodes again")

@@ -8,7 +8,8 @@ Three entry points, each reading and writing one run directory:
   `n_critic`-th D step; target labels are the batch's own labels in a random order (as the
   official code); images in [-1, 1]. The learning rates decay linearly to zero from
   `decay_start` to the last iteration, as the paper states (200k iterations, decay over
-  the last 100k; the official code's step-wise decrement removes far less than that).
+  the last 100k; the official code subtracts lr / 100k only every 1000 iterations, which
+  in all removes a thousandth of the rate).
 - `distill_generator_lit(teacher, student_depth, settings, run_dir)`: LIT for the
   generator, as the official code: beta = 0, so the only loss is the MSE between each
   student residual section fed the TEACHER's input to that section and the teacher's
@@ -18,7 +19,8 @@ Three entry points, each reading and writing one run directory:
   `no_grad`. The official code effectively never fine-tunes the generator afterwards (a
   bug), so by default neither does this; `finetune_iterations > 0` adds WGAN-GP training of
   the student's sections (stem and head still frozen) against the teacher's discriminator,
-  which keeps training too, with the teacher GAN's losses and weights.
+  which keeps training too, with the teacher GAN's losses and weights, fresh Adam states
+  and constant learning rates. LIT distils on random target domains, as G is trained.
 - `evaluate_generator_run(run_dir)`: parameters, FLOPs, CPU latency at batch 1, FID by
   the translation protocol of `lit.evaluate.fid`, and a sample grid: `eval.json`,
   `samples.png`.

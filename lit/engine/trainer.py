@@ -19,7 +19,7 @@ import torch
 import yaml
 from torch import nn
 
-from lit.config import ConfigError, PhaseConfig, RunConfig, dump_config, from_dict
+from lit.config import ConfigError, PhaseConfig, RunConfig, config_hash, dump_config, from_dict
 from lit.data import Batches, DataSplits, load_data
 from lit.engine.checkpoint import load_checkpoint, save_checkpoint
 from lit.files import atomic_write_text
@@ -76,7 +76,7 @@ class Trainer:
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.state_path = self.run_dir / "checkpoints" / "state.pt"
-        self.check_run_dir(resume)
+        self.resuming = self.check_run_dir(resume)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.seed)
@@ -102,21 +102,25 @@ class Trainer:
         self.log = MetricsLog(self.run_dir / "metrics.jsonl")
         self.progress = Progress()
         self.optimizer: torch.optim.Optimizer | None = None
+        # written only now: a config that cannot build its data or models leaves no run directory
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
 
     # ------------------------------------------------------------ run directory and state
 
-    def check_run_dir(self, resume: bool) -> None:
+    def check_run_dir(self, resume: bool) -> bool:
+        """Whether the run continues a saved state; refuses to overwrite one or to resume
+        under a config that could change the result (where data lives or whether a
+        progress bar shows may change)."""
         config_path = self.run_dir / "config.yaml"
         if self.state_path.exists() and not resume:
             raise ConfigError(f"run directory {self.run_dir} already holds a training state: pass --resume to continue it, or choose a new run directory")
         if resume and config_path.exists():
             saved = from_dict(yaml.safe_load(config_path.read_text()))
-            if saved.to_dict() != self.cfg.to_dict():
+            if config_hash(saved) != config_hash(self.cfg):
                 differing = _differing_keys(saved.to_dict(), self.cfg.to_dict())
                 raise ConfigError(f"cannot resume {self.run_dir}: its config differs in {', '.join(differing)}")
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.resuming = resume and self.state_path.exists()
-        atomic_write_text(config_path, dump_config(self.cfg))
+        return resume and self.state_path.exists()
 
     def save_state(self) -> None:
         state = {

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -102,7 +103,10 @@ def inception(weights: str = "torchscript", device: str = "cpu") -> nn.Module:
     """The feature network, loaded once per process: it maps (N, 3, H, W) images on the
     0..1 scale to (N, 2048) pool3 features."""
     if weights == "torchscript":
-        model: nn.Module = ShippedInception(torch.jit.load(str(shipped_torchscript_path()), map_location=device))
+        with warnings.catch_warnings():  # TorchScript loading is deprecated, and the file is TorchScript
+            warnings.simplefilter("ignore", FutureWarning)
+            network = torch.jit.load(str(shipped_torchscript_path()), map_location=device)
+        model: nn.Module = ShippedInception(network)
     elif weights == "pytorch-fid":
         model = PytorchFidInception()
     else:

@@ -10,9 +10,12 @@ from torch import nn
 
 
 def soft_cross_entropy(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """Cross-entropy of the student's softened distribution against the teacher's, batch mean."""
-    teacher_probs = F.softmax(teacher_logits / temperature, dim=1)
-    return -(teacher_probs * F.log_softmax(student_logits / temperature, dim=1)).sum(dim=1).mean()
+    """Cross-entropy of the student's softened distribution against the teacher's, batch mean.
+    In float32: CPU autocast would run the softmaxes in bf16, too coarse for the small
+    differences between student and teacher that the soft term's gradient consists of."""
+    dtype = torch.promote_types(student_logits.dtype, torch.float32)
+    teacher_probs = F.softmax(teacher_logits.to(dtype) / temperature, dim=1)
+    return -(teacher_probs * F.log_softmax(student_logits.to(dtype) / temperature, dim=1)).sum(dim=1).mean()
 
 
 def kd_loss(

@@ -45,7 +45,11 @@ class ResidualBlock(nn.Module):
 
 def encoder(in_channels: int, conv_dim: int) -> nn.Sequential:
     """conv7x7 then two stride-2 conv4x4 doubling the width: H x W -> H/4 x W/4, 4 * conv_dim."""
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, conv_dim, 7, 1, 3, bias=False), instance_norm(conv_dim), nn.ReLU(inplace=True)]
+    layers: list[nn.Module] = [
+        nn.Conv2d(in_channels, conv_dim, 7, 1, 3, bias=False),
+        instance_norm(conv_dim),
+        nn.ReLU(inplace=True),
+    ]
     width = conv_dim
     for _ in range(2):
         layers += [nn.Conv2d(width, width * 2, 4, 2, 1, bias=False), instance_norm(width * 2), nn.ReLU(inplace=True)]
@@ -86,11 +90,15 @@ def tile_label(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 class StarGANGenerator(Sectioned):
     """`forward(x, c)` translates images `x` in [-1, 1] to the domains `c` (N, c_dim)."""
 
-    def __init__(self, repeat_num: int = 6, conv_dim: int = 64, c_dim: int = 5, image_channels: int = 3, num_sections: int = 1) -> None:
+    def __init__(
+        self, repeat_num: int = 6, conv_dim: int = 64, c_dim: int = 5, image_channels: int = 3, num_sections: int = 1
+    ) -> None:
         if repeat_num < 1:
             raise ValueError(f"a StarGAN generator needs at least one residual block (depth), got {repeat_num}")
         blocks = [ResidualBlock(conv_dim * 4) for _ in range(repeat_num)]
-        super().__init__(encoder(image_channels + c_dim, conv_dim), split_blocks(blocks, num_sections), decoder(conv_dim, image_channels))
+        super().__init__(
+            encoder(image_channels + c_dim, conv_dim), split_blocks(blocks, num_sections), decoder(conv_dim, image_channels)
+        )
         self.c_dim = c_dim
         self.image_channels = image_channels
 
@@ -108,10 +116,14 @@ class StarGANGenerator(Sectioned):
 
 
 @register_model("stargan")
-def stargan_generator(depth: int, in_channels: int = 3, num_classes: int = 5, conv_dim: int = 64, num_sections: int = 1) -> StarGANGenerator:
+def stargan_generator(
+    depth: int, in_channels: int = 3, num_classes: int = 5, conv_dim: int = 64, num_sections: int = 1
+) -> StarGANGenerator:
     """`depth` is the number of residual blocks (repeat_num: 6 in the paper); `num_classes`
     is the label size c_dim; `in_channels` the image channels."""
-    return StarGANGenerator(repeat_num=depth, conv_dim=conv_dim, c_dim=num_classes, image_channels=in_channels, num_sections=num_sections)
+    return StarGANGenerator(
+        repeat_num=depth, conv_dim=conv_dim, c_dim=num_classes, image_channels=in_channels, num_sections=num_sections
+    )
 
 
 def default_discriminator_repeat(image_size: int) -> int:
@@ -127,7 +139,9 @@ class StarGANDiscriminator(nn.Module):
     then a conv3x3 real/fake map (N, 1, S/2^r, S/2^r) and a domain classifier whose kernel
     covers the whole remaining map, giving logits (N, c_dim)."""
 
-    def __init__(self, image_size: int = 128, conv_dim: int = 64, c_dim: int = 5, repeat_num: int | None = None, image_channels: int = 3) -> None:
+    def __init__(
+        self, image_size: int = 128, conv_dim: int = 64, c_dim: int = 5, repeat_num: int | None = None, image_channels: int = 3
+    ) -> None:
         super().__init__()
         repeat_num = default_discriminator_repeat(image_size) if repeat_num is None else repeat_num
         final_size = image_size // 2**repeat_num

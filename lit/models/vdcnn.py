@@ -101,7 +101,9 @@ class VdcnnHead(nn.Module):
         return self.classifier(torch.flatten(self.pool(x), 1))
 
 
-def vdcnn_section(in_channels: int, width: int, blocks: int, halve: bool, downsample: str, shortcut: bool) -> nn.Sequential:
+def vdcnn_section(
+    in_channels: int, width: int, blocks: int, halve: bool, downsample: str, shortcut: bool
+) -> nn.Sequential:
     """`blocks` conv blocks to `width` filters, after halving the sequence when `halve`."""
     layers: list[nn.Module] = []
     first_stride = 1

@@ -4,7 +4,7 @@
 
 rule prepare_data:
     input:
-        config=lambda w: RUNS[(w.exp, teacher_run_id(w.exp))].base,
+        config=lambda w: ancient(RUNS[(w.exp, teacher_run_id(w.exp))].base),
     output:
         f"{RESULTS}/runs/{{exp}}/data.json",
     log:

@@ -3,7 +3,7 @@
 
 rule aggregate_experiment:
     input:
-        lambda w: experiment_evals(w.exp),
+        lambda w: [ancient(path) for path in experiment_evals(w.exp)],
     output:
         f"{RESULTS}/{{exp}}/table.csv",
     log:
@@ -18,7 +18,7 @@ rule aggregate_experiment:
 
 rule report_experiment:
     input:
-        f"{RESULTS}/{{exp}}/table.csv",
+        ancient(f"{RESULTS}/{{exp}}/table.csv"),
     output:
         figure=report(
             f"{RESULTS}/{{exp}}/{{exp}}-depth-vs-accuracy.png",
@@ -54,7 +54,7 @@ rule report_experiment:
 
 rule aggregate_all:
     input:
-        [f"{RESULTS}/{exp}/table.csv" for exp in config["experiments"]],
+        [ancient(f"{RESULTS}/{exp}/table.csv") for exp in config["experiments"]],
     output:
         table=report(
             f"{RESULTS}/table.csv", caption="../report/table.rst", category="Tables"

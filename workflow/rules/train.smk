@@ -1,13 +1,19 @@
 # One rule trains every run (teacher or student, any method); one evaluates it.
 # `--resume` makes a rerun of a killed job continue from its last complete epoch.
+# Inputs are `ancient`: a path names its content (run ids are config hashes), so file
+# times, which `dvc pull` or a copy between machines leave in any order, must not rerun.
 
 
 rule train:
     input:
-        config=lambda w: run_of(w).base,
-        data=f"{RESULTS}/runs/{{exp}}/data.json",
+        config=lambda w: ancient(run_of(w).base),
+        data=ancient(f"{RESULTS}/runs/{{exp}}/data.json"),
         teacher=lambda w: (
-            [f"{RUNS[(w.exp, run_of(w).teacher)].run_dir}/checkpoints/best.pt"]
+            [
+                ancient(
+                    f"{RUNS[(w.exp, run_of(w).teacher)].run_dir}/checkpoints/best.pt"
+                )
+            ]
             if run_of(w).teacher
             else []
         ),
@@ -27,14 +33,14 @@ rule train:
         run_dir=lambda w: run_of(w).run_dir,
     shell:
         "OMP_NUM_THREADS={threads} lit train {input.config} {params.args} "
-        "--run-dir {params.run_dir} --resume > {log} 2>&1"
+        "--run-dir {params.run_dir} --resume >> {log} 2>&1"
 
 
 rule evaluate:
     input:
-        summary=f"{RESULTS}/runs/{{exp}}/{{run}}/summary.json",
-        best=f"{RESULTS}/runs/{{exp}}/{{run}}/checkpoints/best.pt",
-        last=f"{RESULTS}/runs/{{exp}}/{{run}}/checkpoints/last.pt",
+        summary=ancient(f"{RESULTS}/runs/{{exp}}/{{run}}/summary.json"),
+        best=ancient(f"{RESULTS}/runs/{{exp}}/{{run}}/checkpoints/best.pt"),
+        last=ancient(f"{RESULTS}/runs/{{exp}}/{{run}}/checkpoints/last.pt"),
     output:
         f"{RESULTS}/runs/{{exp}}/{{run}}/eval.json",
     log:
@@ -47,5 +53,5 @@ rule evaluate:
         run_dir=lambda w: run_of(w).run_dir,
         latency_runs=config.get("evaluate", {}).get("latency_runs", 30),
     shell:
-        "OMP_NUM_THREADS=1 lit evaluate {params.run_dir} "
+        "lit evaluate {params.run_dir} --threads 1 "
         "--latency-runs {params.latency_runs} > {log} 2>&1"
