@@ -52,7 +52,9 @@ def tar_bytes(members: dict[str, bytes], compress: bool = True) -> bytes:
     entry is written for each parent, as `tar czf` does."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz" if compress else "w") as bundle:
-        folders = sorted({str(Path(name).parent) for name in members if "/" in name and not name.startswith(("/", ".."))})
+        # parents of hostile names are left out, so the hostile member itself is what gets refused
+        plain = [name for name in members if "/" in name and ".." not in name and not name.startswith("/")]
+        folders = sorted({str(Path(name).parent) for name in plain})
         for folder in folders:
             info = tarfile.TarInfo(folder)
             info.type = tarfile.DIRTYPE
@@ -66,13 +68,15 @@ def tar_bytes(members: dict[str, bytes], compress: bool = True) -> bytes:
     return buffer.getvalue()
 
 
-def tar_with_link(name: str, target: str, hard: bool = False) -> bytes:
+def tar_with_links(*links: tuple[str, str], hard: bool = False) -> bytes:
+    """A .tgz of symbolic (or hard) links, each (member name, link target)."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as bundle:
-        info = tarfile.TarInfo(name)
-        info.type = tarfile.LNKTYPE if hard else tarfile.SYMTYPE
-        info.linkname = target
-        bundle.addfile(info)
+        for name, target in links:
+            info = tarfile.TarInfo(name)
+            info.type = tarfile.LNKTYPE if hard else tarfile.SYMTYPE
+            info.linkname = target
+            bundle.addfile(info)
     return buffer.getvalue()
 
 

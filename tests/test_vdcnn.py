@@ -31,7 +31,10 @@ def paper_parameter_count(blocks: tuple[int, ...], classes: int, shortcut: bool 
     return total
 
 
-@pytest.mark.parametrize("depth, blocks", [(9, (1, 1, 1, 1)), (17, (2, 2, 2, 2)), (29, (5, 5, 2, 2)), (49, (8, 8, 5, 3))])
+PAPER_BLOCKS = [(9, (1, 1, 1, 1)), (17, (2, 2, 2, 2)), (29, (5, 5, 2, 2)), (49, (8, 8, 5, 3))]  # Table 2 of the paper
+
+
+@pytest.mark.parametrize("depth, blocks", PAPER_BLOCKS)
 def test_parameter_count_matches_the_paper_architecture(depth, blocks):
     model = build_model("vdcnn", depth, num_classes=5)
     assert sum(p.numel() for p in model.parameters()) == paper_parameter_count(blocks, 5)
