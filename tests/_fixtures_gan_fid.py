@@ -47,17 +47,26 @@ def reference_inception(monkeypatch) -> torch.nn.Module:
 
     template = pf_inception._inception_v3(num_classes=1008, aux_logits=False, weights=None)
     # pytorch-fid's FID blocks subclass torchvision's, so this template has their keys already
-    monkeypatch.setattr(pf_inception, "load_state_dict_from_url", lambda *args, **kwargs: transplanted_state_dict(template.state_dict()))
+    monkeypatch.setattr(
+        pf_inception, "load_state_dict_from_url", lambda *args, **kwargs: transplanted_state_dict(template.state_dict())
+    )
     return pf_inception.InceptionV3([3]).eval()
 
 
 @torch.no_grad()
-def reference_fid(network: torch.nn.Module, real_unit: torch.Tensor, fake_unit: torch.Tensor) -> float:
-    """pytorch-fid's path on images already on the 0..1 scale: network, mean/cov, distance."""
+def reference_features_of(network: torch.nn.Module, unit_images: torch.Tensor) -> np.ndarray:
+    """pytorch-fid's `get_activations` steps on images already on the 0..1 scale."""
+    return network(unit_images)[0].squeeze(3).squeeze(2).cpu().numpy().astype(np.float64)
+
+
+def reference_distance(real_features: np.ndarray, fake_features: np.ndarray, full_dimension: bool = False) -> float:
+    """pytorch-fid's `calculate_activation_statistics` steps and `calculate_frechet_distance`;
+    `full_dimension=False` goes through our exact joint-span reduction first (fast)."""
     from pytorch_fid.fid_score import calculate_frechet_distance
 
-    statistics = []
-    for images in (real_unit, fake_unit):
-        activations = network(images)[0].squeeze(3).squeeze(2).cpu().numpy()
-        statistics.append((np.mean(activations, axis=0), np.cov(activations, rowvar=False)))
+    from lit.evaluate.fid import joint_span_coordinates
+
+    if not full_dimension:
+        real_features, fake_features = joint_span_coordinates(real_features, fake_features)
+    statistics = [(np.mean(f, axis=0), np.cov(f, rowvar=False)) for f in (real_features, fake_features)]
     return float(calculate_frechet_distance(*statistics[0], *statistics[1]))

@@ -21,7 +21,8 @@ Three entry points, each reading and writing one run directory:
   the student's sections (stem and head still frozen) against the teacher's discriminator,
   which keeps training too, with the teacher GAN's losses and weights, fresh Adam states
   and constant learning rates. LIT distils on random target domains, as G is trained.
-- `evaluate_generator_run(run_dir)`: parameters, FLOPs, CPU latency at batch 1, FID by
+- `evaluate_generator_run(run_dir)`: params, FLOPs, CPU latency at batch 1 (the keys of the
+  classifiers' `eval.json`: `params`, `flops`, `macs`, `speed.cpu.latency_ms_batch1`), FID by
   the translation protocol of `lit.evaluate.fid`, and a sample grid: `eval.json`,
   `samples.png`.
 
@@ -39,7 +40,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import statistics
 import time
 import types
 import typing
@@ -61,6 +61,7 @@ from lit.engine.device import resolve_device
 from lit.engine.models_io import load_model, model_spec, save_model
 from lit.engine.runlog import MetricsLog, read_json, write_json
 from lit.engine.seeding import rng_state, seed_everything, set_rng_state
+from lit.evaluate.cost import count_flops, count_parameters, time_call
 from lit.methods.losses import teacher_fed_section_mse
 from lit.models import build_model
 from lit.models.stargan import StarGANDiscriminator, StarGANGenerator
@@ -454,7 +455,7 @@ def run_job(job: Job, resuming: bool) -> dict[str, Any]:
         "data": s.data,
         "seed": s.seed,
         "iterations": job.total,
-        "parameters": parameter_count(job.generator),
+        "params": count_parameters(job.generator),
         "last_metrics": plain_values(latest),
         "seconds_this_session": seconds,
         "seconds_per_iteration": seconds / max(job.total - start, 1),
@@ -462,10 +463,6 @@ def run_job(job: Job, resuming: bool) -> dict[str, Any]:
     }
     write_json(job.run_dir / "summary.json", summary)
     return summary
-
-
-def parameter_count(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
 
 
 # ----------------------------------------------------------------------------- the teacher
@@ -617,29 +614,19 @@ def distill_generator_lit(
         if iteration < s.iterations:
             return lit_iteration(student, teacher, lit_optimizer, batches, iteration, s)
         # fine-tuning keeps constant learning rates (its decay would start at its end)
+        finetune_step = iteration - s.iterations
         return {
             "phase": "finetune",
-            **adversarial_iteration(game, batches, iteration - s.iterations, s.finetune_iterations, s.finetune_iterations),
+            **adversarial_iteration(game, batches, finetune_step, s.finetune_iterations, s.finetune_iterations),
         }
 
     modules: dict[str, nn.Module] = {"student": student}
     optimizers = {"lit": lit_optimizer}
     if game is not None:
-        modules["discriminator"] = discriminator
-        optimizers.update(finetune_g=game.opt_g, finetune_d=game.opt_d)
-    job = Job(
-        name="stargan-lit",
-        settings=s,
-        run_dir=run_dir,
-        generator=student,
-        spec=spec,
-        modules=modules,
-        optimizers=optimizers,
-        batches=batches,
-        total=s.iterations + s.finetune_iterations,
-        step=step,
-        extra_state={"teacher": str(teacher_ckpt), "discriminator_spec": d_spec},
-    )
+        modules["discriminator"], optimizers["finetune_g"], optimizers["finetune_d"] = discriminator, game.opt_g, game.opt_d
+    total = s.iterations + s.finetune_iterations
+    extra_state = {"teacher": str(teacher_ckpt), "discriminator_spec": d_spec}
+    job = Job("stargan-lit", s, run_dir, student, spec, modules, optimizers, batches, total, step, extra_state)
     return run_job(job, resuming)
 
 
@@ -671,38 +658,29 @@ def exclusive_attributes(class_names: list[str] | None) -> list[int]:
     return []
 
 
-def generator_flops(generator: StarGANGenerator, image_shape: tuple[int, ...]) -> int:
-    """FLOPs (2 per multiply-add) of translating one image, by torch's FlopCounterMode."""
-    from torch.utils.flop_counter import FlopCounterMode
-
-    device = next(generator.parameters()).device
-    images, labels = torch.zeros(1, *image_shape, device=device), torch.zeros(1, generator.c_dim, device=device)
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        generator(images, labels)
-    return int(counter.get_total_flops())
-
-
-def cpu_latency_ms(generator: StarGANGenerator, image_shape: tuple[int, ...], repeats: int = 20, warmup: int = 3) -> float:
-    """Median wall-clock milliseconds of one translation at batch 1 on the CPU."""
+def generator_cost(generator: StarGANGenerator, image_shape: tuple[int, ...], latency_runs: int) -> dict[str, Any]:
+    """Parameters, FLOPs (2 per multiply-add, torch's counter) and CPU latency (ms, the best
+    of `latency_runs`, as the classifiers' evaluation) of translating one image."""
     cpu_model = copy.deepcopy(generator).cpu().eval()
     images, labels = torch.zeros(1, *image_shape), torch.zeros(1, generator.c_dim)
-    timings = []
+    flops = count_flops(cpu_model, (images, labels))
     with torch.inference_mode():
-        for index in range(warmup + repeats):
-            started = time.perf_counter()
-            cpu_model(images, labels)
-            if index >= warmup:
-                timings.append((time.perf_counter() - started) * 1000.0)
-    return statistics.median(timings)
+        latency = time_call(lambda: cpu_model(images, labels), torch.device("cpu"), warmup=3, runs=latency_runs, best=True)
+    return {
+        "params": count_parameters(generator),
+        "flops": flops,
+        "macs": flops // 2,
+        "speed": {"cpu": {"latency_ms_batch1": latency * 1e3}},
+    }
 
 
 def evaluate_generator_run(
-    run_dir: str | Path, device: str | None = None, fid_images: int | None = None, grid_images: int = 8, latency_repeats: int = 20
+    run_dir: str | Path, device: str | None = None, fid_images: int | None = None, grid_images: int = 8, latency_runs: int = 30
 ) -> dict[str, Any]:
-    """Score a finished teacher or LIT run: `eval.json` (parameters, FLOPs and CPU latency
-    per translated image, FID by the translation protocol) and `samples.png` in `run_dir`.
-    `device` and `fid_images` override the run's settings; the FID subset is seeded
-    independently of the run, so every run of one data set is scored on the same images."""
+    """Score a finished teacher or LIT run: `eval.json` (parameters, FLOPs, CPU latency at
+    batch 1, FID by the translation protocol) and `samples.png` in `run_dir`. `device` and
+    `fid_images` override the run's settings; the FID subset is seeded independently of the
+    run, so every run of one data set is scored on the same test images."""
     from lit.evaluate.fid import generator_fid, sample_grid
 
     run_dir = Path(run_dir)
@@ -710,29 +688,21 @@ def evaluate_generator_run(
     s = GANSettings.from_dict(config["settings"])
     device = resolve_device(device or s.device)
     generator, saved = load_model(run_dir / "checkpoints" / "generator.pt", device=device)
-    generator.eval()
     data = load_gan_data(s)
     exclusive = exclusive_attributes(data.class_names)
+    num_images = fid_images or s.fid_images
     scored = generator_fid(
-        generator,
-        data.test,
-        exclusive,
-        num_images=fid_images or s.fid_images,
-        seed=FID_SUBSET_SEED,
-        batch_size=s.fid_batch_size,
-        device=str(device),
-        weights=s.fid_weights,
+        generator, data.test, exclusive, num_images, FID_SUBSET_SEED, s.fid_batch_size, str(device), s.fid_weights
     )
     shown = slice(0, grid_images)
     sample_grid(generator, data.test.inputs[shown], data.test.labels[shown], run_dir / "samples.png", exclusive, str(device))
     result = {
+        "config": config,
         "job": config["job"],
         "family": "stargan",
         "depth": saved["spec"]["depth"],
         "data": s.data,
-        "parameters": parameter_count(generator),
-        "flops_per_image": generator_flops(generator, data.input_shape),
-        "latency_ms_cpu_batch1": cpu_latency_ms(generator, data.input_shape, latency_repeats),
+        **generator_cost(generator, data.input_shape, latency_runs),
         "fid": scored["fid"],
         "fid_real_images": scored["real_images"],
         "fid_fake_images": scored["fake_images"],
@@ -740,5 +710,7 @@ def evaluate_generator_run(
         "exclusive_attributes": [data.class_names[i] for i in exclusive] if data.class_names else [],
         "samples": "samples.png",
     }
+    if (run_dir / "summary.json").exists():
+        result["train"] = read_json(run_dir / "summary.json")
     write_json(run_dir / "eval.json", result)
     return result
