@@ -1,4 +1,5 @@
 # Gather every run into one tidy table, then draw the figures and write the tables.
+# These jobs take seconds: on a cluster they run where snakemake runs (local rules).
 
 
 rule aggregate_experiment:
@@ -8,6 +9,7 @@ rule aggregate_experiment:
         f"{RESULTS}/{{exp}}/table.csv",
     log:
         f"{RESULTS}/logs/{{exp}}/aggregate.log",
+    localrule: True
     conda:
         "../envs/lit.yaml"
     params:
@@ -43,6 +45,7 @@ rule report_experiment:
         compression_md=f"{RESULTS}/{{exp}}/{{exp}}-compression.md",
     log:
         f"{RESULTS}/logs/{{exp}}/report.log",
+    localrule: True
     conda:
         "../envs/lit.yaml"
     params:
@@ -62,6 +65,7 @@ rule aggregate_all:
         metrics=f"{RESULTS}/metrics.json",
     log:
         f"{RESULTS}/logs/aggregate_all.log",
+    localrule: True
     conda:
         "../envs/lit.yaml"
     shell:

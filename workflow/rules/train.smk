@@ -47,8 +47,8 @@ rule evaluate:
         f"{RESULTS}/logs/{{exp}}/evaluate/{{run}}.log",
     conda:
         "../envs/lit.yaml"
-    # all the cores, so no other job runs beside the latency timing; it times one thread
-    threads: workflow.cores
+    # timings use one thread; beside one-thread training jobs on other cores they are fair
+    threads: 1
     params:
         run_dir=lambda w: run_of(w).run_dir,
         latency_runs=config.get("evaluate", {}).get("latency_runs", 30),
