@@ -12,6 +12,9 @@ verbs:
   evaluate      test accuracy, parameters, FLOPs, latency and throughput of a run -> eval.json
   prepare-data  download and cache a config's data set (the only step that needs the network)
   show-config   print a config fully resolved, with its defaults and overrides
+  train-gan     train a StarGAN teacher (generator and discriminator)
+  distill-gan   LIT-distil a StarGAN generator with fewer residual blocks from a teacher run
+  evaluate-gan  FID, parameters, FLOPs and latency of a generator run -> eval.json, samples.png
   aggregate     gather run directories into one tidy table (CSV)
   merge-tables  concatenate experiments' tables; condense metrics for DVC
   report        figures and tables from an aggregated table
@@ -48,6 +51,25 @@ def build_parser() -> argparse.ArgumentParser:
     prepare = verbs.add_parser("prepare-data", help="download and cache the data set a config names")
     _config_args(prepare)
     prepare.add_argument("--output", type=Path, help="also write the split sizes to this JSON file")
+    prepare.add_argument("--gan", action="store_true", help="the config holds GAN settings (see train-gan)")
+
+    train_gan = verbs.add_parser("train-gan", help="train a StarGAN teacher into a run directory")
+    _config_args(train_gan)
+    train_gan.add_argument("--run-dir", type=Path, required=True)
+    train_gan.add_argument("--resume", action="store_true")
+
+    distill_gan = verbs.add_parser("distill-gan", help="LIT-distil a smaller StarGAN generator from a teacher run")
+    _config_args(distill_gan)
+    distill_gan.add_argument("--teacher", type=Path, required=True, help="the teacher's run directory")
+    distill_gan.add_argument("--depth", type=int, required=True, help="residual blocks of the student generator")
+    distill_gan.add_argument("--run-dir", type=Path, required=True)
+    distill_gan.add_argument("--resume", action="store_true")
+
+    evaluate_gan = verbs.add_parser("evaluate-gan", help="score a generator run (FID, cost) into its eval.json")
+    evaluate_gan.add_argument("run_dir", type=Path)
+    evaluate_gan.add_argument("--fid-images", type=int, help="test images translated for FID (default: the run's setting)")
+    evaluate_gan.add_argument("--latency-runs", type=int, default=30)
+    evaluate_gan.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
 
     show = verbs.add_parser("show-config", help="print the resolved config")
     _config_args(show)
@@ -69,7 +91,57 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def load_gan_settings(path: Path, overrides: list[str]):
+    """GAN settings (flat keys, see `lit.engine.gan.GANSettings`) from YAML plus overrides."""
+    import yaml
+
+    from lit.config import ConfigError, apply_override
+    from lit.engine.gan import as_settings
+
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    values = yaml.safe_load(path.read_text()) or {}
+    for override in overrides:
+        apply_override(values, override)
+    return as_settings(values)
+
+
+def run_gan(args: argparse.Namespace) -> None:
+    from lit.engine import gan
+
+    if args.verb == "evaluate-gan":
+        if args.threads:
+            import torch
+
+            torch.set_num_threads(args.threads)
+        result = gan.evaluate_generator_run(args.run_dir, fid_images=args.fid_images, latency_runs=args.latency_runs)
+        print(f"FID {result['fid']:.3f} -> {args.run_dir / 'eval.json'}")
+        return
+    settings = load_gan_settings(args.config, args.overrides)
+    if args.verb == "train-gan":
+        summary = gan.train_gan(settings, args.run_dir, resume=args.resume)
+    else:
+        summary = gan.distill_generator_lit(args.teacher, args.depth, settings, args.run_dir, resume=args.resume)
+    print(f"done: {summary.get('iterations', '')} iterations -> {args.run_dir}")
+
+
 def run(args: argparse.Namespace) -> None:
+    if args.verb in ("train-gan", "distill-gan", "evaluate-gan") or (args.verb == "prepare-data" and args.gan):
+        if args.verb == "prepare-data":
+            from lit.engine.gan import load_gan_data
+            from lit.engine.runlog import write_json
+
+            settings = load_gan_settings(args.config, args.overrides)
+            settings.download = True
+            Path(settings.data_root).mkdir(parents=True, exist_ok=True)
+            data = load_gan_data(settings)
+            sizes = {"data": settings.data, "train": len(data.train), "test": len(data.test)}
+            if args.output:
+                write_json(args.output, sizes)
+            print(f"{settings.data}: {sizes['train']} train, {sizes['test']} test")
+            return
+        run_gan(args)
+        return
     if args.verb in ("train", "prepare-data", "show-config"):
         from lit.config import dump_config, load_config
 

@@ -35,7 +35,9 @@ def test_every_config_dry_runs(tmp_path, config_file):
     make_project(tmp_path, {"experiments": {}})
     (tmp_path / "config" / "config.yaml").write_text((ROOT / "config" / config_file).read_text())
     counts = planned_jobs(tmp_path)
-    assert counts.get("train", 0) >= 2 and counts.get("evaluate", 0) == counts["train"]
+    trained = counts.get("train", 0) + counts.get("train_gan", 0) + counts.get("distill_gan", 0)
+    evaluated = counts.get("evaluate", 0) + counts.get("evaluate_gan", 0)
+    assert trained >= 2 and evaluated == trained and counts["prepare_data"] >= 1, counts
 
 
 def test_slurm_profile_dry_runs(tmp_path):
@@ -179,3 +181,31 @@ def test_demo_through_the_slurm_profile_gets_real_job_ids(tmp_path, monkeypatch)
     assert f"JobId={job_ids[-1]}" in known.stdout and "COMPLETED" in known.stdout, known.stdout + known.stderr
     assert len(list((tmp_path / "results" / "runs" / "tiny").glob("*/eval.json"))) == 3
     assert (tmp_path / "results" / "tiny" / "tiny-depth-vs-accuracy.png").stat().st_size > 0
+
+
+def tiny_gan_config() -> dict:
+    fast = {"iterations": 6, "checkpoint_every": 3, "log_every": 3, "fid_images": 8, "conv_dim": 8, "d_conv_dim": 8,
+            "data_options": {"image_size": 16}}
+    return {
+        "evaluate": {"latency_runs": 2},
+        "experiments": {
+            "tinygan": {
+                "kind": "gan",
+                "overrides": fast,
+                "teacher": {"config": "config/runs/colordigits-gan.yaml", "depth": 3},
+                "students": {"config": "config/runs/colordigits-gan.yaml", "methods": ["lit"], "depths": [1], "seeds": [0]},
+            }
+        },
+    }
+
+
+def test_tiny_gan_experiment_end_to_end(tmp_path):
+    make_project(tmp_path, tiny_gan_config())
+    snakemake(tmp_path, "--cores", "2")
+    out = tmp_path / "results" / "tinygan"
+    for name in ["depth-vs-fid.png", "depth-vs-fid.pdf", "fid.csv", "fid.md", "samples-teacher.png", "samples-student.png"]:
+        assert (out / f"tinygan-{name}").stat().st_size > 0, name
+    fid = pd.read_csv(out / "tinygan-fid.csv")
+    assert sorted(fid["depth"]) == [1, 3] and fid["fid_mean"].notna().all()
+    assert fid.loc[fid["depth"] == 1, "params"].item() < fid.loc[fid["depth"] == 3, "params"].item()
+    assert planned_jobs(tmp_path) == {}

@@ -1,4 +1,5 @@
 # The plan of the sweep: every run the config asks for, with its content-hashed id.
+import hashlib
 import json
 from pathlib import Path
 import shlex
@@ -6,6 +7,7 @@ from dataclasses import dataclass
 
 from snakemake.exceptions import WorkflowError
 
+from lit.cli import load_gan_settings
 from lit.config import ConfigError, config_hash, load_config
 from lit.methods import METHODS
 
@@ -26,6 +28,8 @@ class Run:
     overrides: tuple[str, ...]
     teacher: str | None  # run id of the teacher in the same experiment
     role: str
+    depth: int = 0
+    kind: str = "classifier"  # or "gan"
 
     @property
     def run_dir(self):
@@ -101,15 +105,91 @@ def plan_experiment(name, exp):
     ]
 
 
+def gan_settings_hash(exp, where, base, values, extra=()):
+    try:
+        settings = load_gan_settings(Path(base), list(as_overrides(values)))
+    except ConfigError as err:
+        raise WorkflowError(f"experiments.{exp}.{where}: {err}") from None
+    content = settings.to_dict()
+    for unused in ("data_root", "download"):  # where data lives changes no result
+        content.pop(unused)
+    text = json.dumps([content, *extra], sort_keys=True)
+    return settings, hashlib.sha256(text.encode()).hexdigest()[:10]
+
+
+def plan_gan_experiment(name, exp):
+    """A StarGAN teacher and LIT-distilled student generators (depth = residual blocks)."""
+    common = {"data_root": DATA_ROOT, **exp.get("overrides", {})}
+    teacher = exp["teacher"]
+    values = {**common, **teacher.get("overrides", {})}
+    values.update({"depth": teacher["depth"], "seed": teacher.get("seed", 0)})
+    base = teacher["config"]
+    _, digest = gan_settings_hash(name, "teacher", base, values)
+    teacher_id = f"gan-teacher-stargan{teacher['depth']}-s{values['seed']}-{digest}"
+    runs = [
+        Run(
+            name,
+            teacher_id,
+            base,
+            as_overrides(values),
+            None,
+            "teacher",
+            teacher["depth"],
+            "gan",
+        )
+    ]
+    students = exp["students"]
+    for method in students["methods"]:
+        if method != "lit":
+            raise WorkflowError(
+                f"experiments.{name}.students.methods: GAN experiments distil with 'lit' only, got {method!r}"
+            )
+        for depth in students["depths"]:
+            for seed in students["seeds"]:
+                values = {**common, **students.get("overrides", {}), "seed": seed}
+                where = f"students (depth {depth}, seed {seed})"
+                _, digest = gan_settings_hash(
+                    name, where, students["config"], values, (teacher_id, depth)
+                )
+                run_id = f"gan-lit-stargan{depth}-s{seed}-{digest}"
+                runs.append(
+                    Run(
+                        name,
+                        run_id,
+                        students["config"],
+                        as_overrides(values),
+                        teacher_id,
+                        "student",
+                        depth,
+                        "gan",
+                    )
+                )
+    return runs
+
+
+def experiment_kind(exp):
+    return config["experiments"][exp].get("kind", "classifier")
+
+
 RUNS = {
     (run.exp, run.run_id): run
     for name, exp in config["experiments"].items()
-    for run in plan_experiment(name, exp)
+    for run in (plan_gan_experiment if exp.get("kind") == "gan" else plan_experiment)(
+        name, exp
+    )
 }
 
 
 def run_of(wildcards):
     return RUNS[(wildcards.exp, wildcards.run)]
+
+
+def shallowest_student(exp):
+    """The run whose sample grid the GAN report shows beside the teacher's."""
+    students = [
+        r for (name, _), r in RUNS.items() if name == exp and r.role == "student"
+    ]
+    return min(students, key=lambda r: (r.depth, r.run_id))
 
 
 def experiment_evals(exp):
@@ -126,18 +206,31 @@ def teacher_run_id(exp):
     )
 
 
-REPORT_KINDS = [
-    "depth-vs-accuracy.png",
-    "depth-vs-accuracy.pdf",
-    "summary.csv",
-    "summary.md",
-    "compression.csv",
-    "compression.md",
-]
+REPORT_KINDS = {
+    "classifier": [
+        "depth-vs-accuracy.png",
+        "depth-vs-accuracy.pdf",
+        "summary.csv",
+        "summary.md",
+        "compression.csv",
+        "compression.md",
+    ],
+    "gan": [
+        "depth-vs-fid.png",
+        "depth-vs-fid.pdf",
+        "fid.csv",
+        "fid.md",
+        "samples-teacher.png",
+        "samples-student.png",
+    ],
+}
 
 
 def all_targets():
     targets = [f"{RESULTS}/table.csv", f"{RESULTS}/metrics.json"]
     for exp in config["experiments"]:
-        targets += [f"{RESULTS}/{exp}/{exp}-{kind}" for kind in REPORT_KINDS]
+        targets += [
+            f"{RESULTS}/{exp}/{exp}-{kind}"
+            for kind in REPORT_KINDS[experiment_kind(exp)]
+        ]
     return targets

@@ -14,5 +14,6 @@ rule prepare_data:
         "../envs/lit.yaml"
     params:
         args=lambda w: RUNS[(w.exp, teacher_run_id(w.exp))].args,
+        kind=lambda w: "--gan" if experiment_kind(w.exp) == "gan" else "",
     shell:
-        "lit prepare-data {input.config} {params.args} --output {output} > {log} 2>&1"
+        "lit prepare-data {params.kind} {input.config} {params.args} --output {output} > {log} 2>&1"

@@ -45,6 +45,11 @@ rule report_experiment:
         compression_md=f"{RESULTS}/{{exp}}/{{exp}}-compression.md",
     log:
         f"{RESULTS}/logs/{{exp}}/report.log",
+    wildcard_constraints:
+        exp="|".join(
+            e for e in config["experiments"] if experiment_kind(e) == "classifier"
+        )
+        or "^$",
     localrule: True
     conda:
         "../envs/lit.yaml"

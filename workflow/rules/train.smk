@@ -23,6 +23,8 @@ rule train:
         last=f"{RESULTS}/runs/{{exp}}/{{run}}/checkpoints/last.pt",
     log:
         f"{RESULTS}/logs/{{exp}}/train/{{run}}.log",
+    wildcard_constraints:
+        run="(?!gan-)[^/]+",
     conda:
         "../envs/lit.yaml"
     threads: 1
@@ -45,6 +47,8 @@ rule evaluate:
         f"{RESULTS}/runs/{{exp}}/{{run}}/eval.json",
     log:
         f"{RESULTS}/logs/{{exp}}/evaluate/{{run}}.log",
+    wildcard_constraints:
+        run="(?!gan-)[^/]+",
     conda:
         "../envs/lit.yaml"
     # timings use one thread; beside one-thread training jobs on other cores they are fair
