@@ -1,6 +1,8 @@
 # The plan of the sweep: every run the config asks for, with its content-hashed id.
 import hashlib
 import json
+import os
+import sys
 from pathlib import Path
 import shlex
 from dataclasses import dataclass
@@ -10,6 +12,17 @@ from snakemake.exceptions import WorkflowError
 from lit.cli import load_gan_settings
 from lit.config import ConfigError, config_hash, load_config
 from lit.methods import METHODS
+
+
+envvars:
+    "PATH",
+
+
+# rules call the `lit` command installed beside the Python that runs snakemake, also when
+# its environment is not activated (`.venv/bin/snakemake ...`)
+os.environ["PATH"] = os.pathsep.join(
+    [str(Path(sys.executable).parent), os.environ.get("PATH", "")]
+)
 
 RESULTS = config.get("results", "results")
 DATA_ROOT = config.get("data_root", "data")
