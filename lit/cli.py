@@ -9,6 +9,7 @@ from pathlib import Path
 VERBS_HELP = """\
 verbs:
   train         train a teacher or a scratch model, or distil a student (kd, lit) from a teacher
+  tune          choose tau, then alpha (KD), then beta (LIT) on validation accuracy -> tuned.json
   evaluate      test accuracy, parameters, FLOPs, latency and throughput of a run -> eval.json
   prepare-data  download and cache a config's data set (the only step that needs the network)
   show-config   print a config fully resolved, with its defaults and overrides
@@ -40,6 +41,14 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(train)
     train.add_argument("--run-dir", type=Path, required=True, help="where the run's files go")
     train.add_argument("--resume", action="store_true", help="continue the run directory's training state if it has one")
+
+    tune = verbs.add_parser("tune", help="tune tau, alpha and beta on validation accuracy (never the test split)")
+    _config_args(tune)
+    tune.add_argument("--teacher", type=Path, required=True, help="the teacher's run directory")
+    tune.add_argument("--out-dir", type=Path, required=True, help="where trials, tuning.csv, tuning.png and tuned.json go")
+    tune.add_argument("--temperatures", type=float, nargs="+", default=[], help="tau grid (KD; absent: the config's value)")
+    tune.add_argument("--hard-weights", type=float, nargs="+", default=[], help="alpha grid (KD; absent: the config's value)")
+    tune.add_argument("--kd-weights", type=float, nargs="+", default=[], help="beta grid (LIT; absent: the config's value)")
 
     evaluate = verbs.add_parser("evaluate", help="evaluate a run directory into its eval.json")
     evaluate.add_argument("run_dir", type=Path)
@@ -165,6 +174,14 @@ def run(args: argparse.Namespace) -> None:
 
             summary = train(cfg, args.run_dir, resume=args.resume)
             print(f"done: best val_acc {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']} -> {args.run_dir}")
+    elif args.verb == "tune":
+        from lit.config import load_config
+        from lit.tune import tune
+
+        grids = {"temperature": args.temperatures, "hard_weight": args.hard_weights, "kd_weight": args.kd_weights}
+        tuned = tune(load_config(args.config, args.overrides), args.teacher, grids, args.out_dir)
+        print(f"tuned over {tuned['trials']} trials: temperature {tuned['temperature']:g}, hard_weight "
+              f"{tuned['hard_weight']:g}, kd_weight {tuned['kd_weight']:g} -> {args.out_dir / 'tuned.json'}")
     elif args.verb == "evaluate":
         from lit.evaluate.run import evaluate_run
 

@@ -40,7 +40,7 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "scratch"  # scratch | kd | lit (see `lit.methods.METHODS`)
+    name: str = "scratch"  # scratch | kd | lit | fitnets (see `lit.methods.METHODS`)
     teacher: str | None = None  # teacher run directory (its selected checkpoint) or a checkpoint file
     hard_weight: float = 0.95  # alpha: weight of the HARD-label cross-entropy in KD (LIT code convention)
     temperature: float = 6.0  # tau: softening temperature of KD
@@ -49,6 +49,8 @@ class MethodConfig:
     copy_stem_head: bool = True  # LIT: the student's stem and head start as copies of the teacher's
     freeze_stem_head: bool = True  # LIT phase 1: stem and head are frozen
     finetune_freeze_stem_head: bool = True  # LIT phase 2: stem and head stay frozen (official CIFAR code)
+    hint_section: int | None = None  # FitNets: the hint/guided layer is the output of this section (None: the middle, (N - 1) // 2)
+    tuned: str | None = None  # a tuned.json of `lit tune`: its temperature, hard_weight and kd_weight replace these keys
 
 
 @dataclass
@@ -203,6 +205,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         (0.0 <= cfg.method.hard_weight <= 1.0, "method.hard_weight", cfg.method.hard_weight, "a number in [0, 1]"),
         (cfg.method.temperature > 0, "method.temperature", cfg.method.temperature, "a positive number"),
         (0.0 <= cfg.method.kd_weight <= 1.0, "method.kd_weight", cfg.method.kd_weight, "a number in [0, 1]"),
+        (cfg.method.hint_section is None or cfg.method.hint_section >= 0, "method.hint_section", cfg.method.hint_section,
+         "a non-negative section index or null (the middle section)"),
         (cfg.train.batch_size > 0, "train.batch_size", cfg.train.batch_size, "a positive integer"),
         (cfg.train.eval_batch_size > 0, "train.eval_batch_size", cfg.train.eval_batch_size, "a positive integer"),
     ]
@@ -250,6 +254,32 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
     for override in overrides:
         apply_override(values, override)
     return from_dict(values)
+
+
+TUNED_KEYS = ("temperature", "hard_weight", "kd_weight")
+
+
+def apply_tuned(cfg: RunConfig) -> RunConfig:
+    """The config with `method.tuned`'s values (tau, alpha, beta chosen on validation by
+    `lit tune`) in place of `method.temperature`, `hard_weight` and `kd_weight`."""
+    import json
+
+    if not cfg.method.tuned:
+        return cfg
+    path = Path(cfg.method.tuned)
+    try:
+        tuned = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise ConfigError(f"config key 'method.tuned': cannot read tuned values from {path} ({err})") from None
+    bad = [k for k in TUNED_KEYS if not isinstance(tuned, dict) or isinstance(tuned.get(k), bool) or not isinstance(tuned.get(k), (int, float))]
+    if bad:
+        raise ConfigError(f"config key 'method.tuned': {path} lacks a number for {', '.join(bad)} (expected the tuned.json of `lit tune`)")
+    values = cfg.to_dict()
+    values["method"].update({k: float(tuned[k]) for k in TUNED_KEYS})
+    try:
+        return from_dict(values)
+    except ConfigError as err:
+        raise ConfigError(f"config key 'method.tuned': {path} holds a value out of range: {err}") from None
 
 
 def effective_config(cfg: RunConfig) -> RunConfig:

@@ -19,7 +19,7 @@ import torch
 import yaml
 from torch import nn
 
-from lit.config import ConfigError, PhaseConfig, RunConfig, config_hash, dump_config, from_dict
+from lit.config import ConfigError, PhaseConfig, RunConfig, apply_tuned, config_hash, dump_config, from_dict
 from lit.data import Batches, DataSplits, load_data
 from lit.engine.checkpoint import load_checkpoint, save_checkpoint
 from lit.files import atomic_write_text
@@ -73,6 +73,7 @@ def load_teacher(cfg: RunConfig, student_spec: dict[str, Any], device: torch.dev
 
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> None:
+        cfg = apply_tuned(cfg)  # tuned tau, alpha, beta first: config.yaml records the values used
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.state_path = self.run_dir / "checkpoints" / "state.pt"
@@ -98,6 +99,8 @@ class Trainer:
                     compile_sectioned(model, compile_mode(self.device))
         self.loader_rng = torch.Generator(device=self.device).manual_seed(cfg.seed)
         self.train_batches = Batches(self.data.train, self.data, cfg.train.batch_size, self.device, True, self.loader_rng, self.memory_format)
+        if len(self.train_batches) == 0:
+            raise ConfigError(f"data set {cfg.data.name!r} gives an empty training split (data.options {cfg.data.options})")
         self.val_batches = Batches(self.data.val, self.data, cfg.train.eval_batch_size, self.device, False, memory_format=self.memory_format)
         self.log = MetricsLog(self.run_dir / "metrics.jsonl")
         self.progress = Progress()

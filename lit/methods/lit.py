@@ -46,7 +46,7 @@ class LIT(Method):
     phases = ("lit", "finetune")
     needs_teacher = True
     uses = ("teacher", "hard_weight", "temperature", "kd_weight", "kd_weight_schedule",
-            "copy_stem_head", "freeze_stem_head", "finetune_freeze_stem_head")
+            "copy_stem_head", "freeze_stem_head", "finetune_freeze_stem_head", "tuned")
 
     def __init__(self, cfg, student, teacher=None):
         super().__init__(cfg, student, teacher)

@@ -124,6 +124,7 @@ rule report_gan_experiment:
         "../envs/lit.yaml"
     params:
         out_dir=lambda w: f"{RESULTS}/{w.exp}",
+        runs=lambda w: experiment_run_ids(w.exp),
     shell:
         "(lit report {input.table} --output-dir {params.out_dir} "
         "&& cp {input.teacher_samples} {output.teacher_samples} "

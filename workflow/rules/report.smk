@@ -1,5 +1,8 @@
 # Gather every run into one tidy table, then draw the figures and write the tables.
 # These jobs take seconds: on a cluster they run where snakemake runs (local rules).
+# Their inputs are `ancient` (file times after `dvc pull` or a git checkout say nothing);
+# the `runs` parameter lists the runs behind a table, so a new or removed run reruns
+# every table and figure downstream of it (a params trigger).
 
 
 rule aggregate_experiment:
@@ -56,6 +59,7 @@ rule report_experiment:
     params:
         out_dir=lambda w: f"{RESULTS}/{w.exp}",
         tolerance=config.get("report", {}).get("tolerance", 0.01),
+        runs=lambda w: experiment_run_ids(w.exp),
     shell:
         "lit report {input} --output-dir {params.out_dir} --tolerance {params.tolerance} > {log} 2>&1"
 
@@ -73,5 +77,7 @@ rule aggregate_all:
     localrule: True
     conda:
         "../envs/lit.yaml"
+    params:
+        runs=sorted(run_id for _, run_id in RUNS),
     shell:
         "lit merge-tables {input} --output {output.table} --metrics {output.metrics} > {log} 2>&1"
