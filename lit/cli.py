@@ -17,7 +17,6 @@ verbs:
   distill-gan   LIT-distil a StarGAN generator with fewer residual blocks from a teacher run
   evaluate-gan  FID, parameters, FLOPs and latency of a generator run -> eval.json, samples.png
   aggregate     gather run directories into one tidy table (CSV)
-  merge-tables  concatenate experiments' tables; condense metrics for DVC
   report        figures and tables from an aggregated table
 
 Each config-reading verb takes a YAML run config and `key=value` overrides, e.g.
@@ -87,11 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     aggregate.add_argument("run_dirs", nargs="+", type=Path)
     aggregate.add_argument("--output", type=Path, required=True)
     aggregate.add_argument("--experiment", help="experiment name of every run (default: from the run directories' layout)")
-
-    merge = verbs.add_parser("merge-tables", help="concatenate per-experiment tables; condense DVC metrics")
-    merge.add_argument("tables", nargs="+", type=Path)
-    merge.add_argument("--output", type=Path, required=True)
-    merge.add_argument("--metrics", type=Path, help="JSON of mean scores by experiment, method and depth")
+    aggregate.add_argument("--metrics", type=Path, help="also write mean scores by experiment, method and depth (JSON, for DVC)")
 
     report = verbs.add_parser("report", help="figures and tables from an aggregated table")
     report.add_argument("table", type=Path)
@@ -195,12 +190,11 @@ def run(args: argparse.Namespace) -> None:
         from lit.report.aggregate import aggregate_runs
 
         table = aggregate_runs(args.run_dirs, args.output, args.experiment)
-        print(f"{len(table)} runs -> {args.output}")
-    elif args.verb == "merge-tables":
-        from lit.report.tables import merge_tables
+        if args.metrics:
+            from lit.report.tables import write_metrics
 
-        merged = merge_tables(args.tables, args.output, args.metrics)
-        print(f"{len(merged)} runs -> {args.output}")
+            write_metrics(table, args.metrics)
+        print(f"{len(table)} runs -> {args.output}")
     elif args.verb == "report":
         from lit.report.figures import write_report
 

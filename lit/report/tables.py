@@ -1,4 +1,4 @@
-"""Merge per-experiment tables and condense them into DVC metrics."""
+"""Condense a run table into DVC metrics: mean score by experiment, method and depth."""
 
 from __future__ import annotations
 
@@ -10,22 +10,19 @@ import pandas as pd
 from lit.files import atomic_write_text
 
 
-def merge_tables(tables: list[Path], output: Path, metrics: Path | None = None) -> pd.DataFrame:
-    """Concatenate per-experiment run tables; `metrics` gets the mean test accuracy (or FID)
-    of every experiment, method and depth as nested JSON."""
-    merged = pd.concat([pd.read_csv(path) for path in tables], ignore_index=True)
-    atomic_write_text(output, merged.to_csv(index=False))
-    if metrics is not None:
-        atomic_write_text(metrics, json.dumps(condense(merged), indent=2, sort_keys=True))
-    return merged
-
-
 def condense(table: pd.DataFrame) -> dict:
-    score = "fid" if "fid" in table and table["fid"].notna().any() else "test_acc_selected"
+    """{experiment: {method or "teacher": {"depthN": {score: mean, "seeds": n}}}}; the score is
+    FID for generator experiments and the selected checkpoint's test accuracy otherwise."""
     result: dict = {}
-    for (exp, method, depth), group in table.groupby(["experiment", "method", "depth"]):
-        key = "teacher" if (group["role"] == "teacher").all() else method
-        result.setdefault(exp, {}).setdefault(key, {})[f"depth{depth}"] = {
-            score: round(float(group[score].mean()), 6), "seeds": int(len(group)),
-        }
+    for exp, runs in table.groupby("experiment"):
+        score = "fid" if "fid" in runs and runs["fid"].notna().any() else "test_acc_selected"
+        for (method, depth), group in runs.groupby(["method", "depth"]):
+            key = "teacher" if (group["role"] == "teacher").all() else method
+            result.setdefault(exp, {}).setdefault(key, {})[f"depth{depth}"] = {
+                score: round(float(group[score].mean()), 6), "seeds": int(len(group)),
+            }
     return result
+
+
+def write_metrics(table: pd.DataFrame, path: Path) -> None:
+    atomic_write_text(path, json.dumps(condense(table), indent=2, sort_keys=True) + "\n")

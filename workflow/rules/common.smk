@@ -205,10 +205,6 @@ def shallowest_student(exp):
     return min(students, key=lambda r: (r.depth, r.run_id))
 
 
-def experiment_run_ids(exp):
-    return sorted(run_id for name, run_id in RUNS if name == exp)
-
-
 def experiment_evals(exp):
     return [
         f"{run.run_dir}/eval.json" for (name, _), run in RUNS.items() if name == exp

@@ -80,7 +80,7 @@ rule evaluate_gan:
 
 rule report_gan_experiment:
     input:
-        table=ancient(f"{RESULTS}/{{exp}}/table.csv"),
+        evaluations=lambda w: [ancient(path) for path in experiment_evals(w.exp)],
         teacher_samples=lambda w: ancient(
             f"{RUNS[(w.exp, teacher_run_id(w.exp))].run_dir}/samples.png"
         ),
@@ -88,6 +88,7 @@ rule report_gan_experiment:
             f"{shallowest_student(w.exp).run_dir}/samples.png"
         ),
     output:
+        table=f"{RESULTS}/{{exp}}/table.csv",
         figure=report(
             f"{RESULTS}/{{exp}}/{{exp}}-depth-vs-fid.png",
             caption="../report/depth_vs_fid.rst",
@@ -123,9 +124,12 @@ rule report_gan_experiment:
     conda:
         "../envs/lit.yaml"
     params:
+        run_dirs=lambda w, input: " ".join(
+            str(Path(e).parent) for e in input.evaluations
+        ),
         out_dir=lambda w: f"{RESULTS}/{w.exp}",
-        runs=lambda w: experiment_run_ids(w.exp),
     shell:
-        "(lit report {input.table} --output-dir {params.out_dir} "
+        "(lit aggregate {params.run_dirs} --experiment {wildcards.exp} --output {output.table} "
+        "&& lit report {output.table} --output-dir {params.out_dir} "
         "&& cp {input.teacher_samples} {output.teacher_samples} "
         "&& cp {input.student_samples} {output.student_samples}) > {log} 2>&1"

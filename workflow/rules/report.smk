@@ -1,30 +1,17 @@
-# Gather every run into one tidy table, then draw the figures and write the tables.
+# Tables, figures and the merged table, each made straight from the runs' eval.json.
 # These jobs take seconds: on a cluster they run where snakemake runs (local rules).
-# Their inputs are `ancient` (file times after `dvc pull` or a git checkout say nothing);
-# the `runs` parameter lists the runs behind a table, so a new or removed run reruns
-# every table and figure downstream of it (a params trigger).
-
-
-rule aggregate_experiment:
-    input:
-        lambda w: [ancient(path) for path in experiment_evals(w.exp)],
-    output:
-        f"{RESULTS}/{{exp}}/table.csv",
-    log:
-        f"{RESULTS}/logs/{{exp}}/aggregate.log",
-    localrule: True
-    conda:
-        "../envs/lit.yaml"
-    params:
-        run_dirs=lambda w, input: " ".join(str(Path(e).parent) for e in input),
-    shell:
-        "lit aggregate {params.run_dirs} --experiment {wildcards.exp} --output {output} > {log} 2>&1"
+# Their inputs are `ancient`: file times (after `dvc pull` or a git checkout) say nothing,
+# since run directories are named by content. A new or removed run changes the set of
+# inputs, which reruns the table; a rerun evaluation has no eval.json yet, so it
+# propagates. (Snakemake does not propagate a rerun across an ancient input that exists,
+# which is why no rule here reads another rule's table.)
 
 
 rule report_experiment:
     input:
-        ancient(f"{RESULTS}/{{exp}}/table.csv"),
+        lambda w: [ancient(path) for path in experiment_evals(w.exp)],
     output:
+        table=f"{RESULTS}/{{exp}}/table.csv",
         figure=report(
             f"{RESULTS}/{{exp}}/{{exp}}-depth-vs-accuracy.png",
             caption="../report/depth_vs_accuracy.rst",
@@ -57,16 +44,22 @@ rule report_experiment:
     conda:
         "../envs/lit.yaml"
     params:
+        run_dirs=lambda w, input: " ".join(str(Path(e).parent) for e in input),
         out_dir=lambda w: f"{RESULTS}/{w.exp}",
         tolerance=config.get("report", {}).get("tolerance", 0.01),
-        runs=lambda w: experiment_run_ids(w.exp),
     shell:
-        "lit report {input} --output-dir {params.out_dir} --tolerance {params.tolerance} > {log} 2>&1"
+        "(lit aggregate {params.run_dirs} --experiment {wildcards.exp} --output {output.table} "
+        "&& lit report {output.table} --output-dir {params.out_dir} --tolerance {params.tolerance}) "
+        "> {log} 2>&1"
 
 
 rule aggregate_all:
     input:
-        [ancient(f"{RESULTS}/{exp}/table.csv") for exp in config["experiments"]],
+        [
+            ancient(path)
+            for exp in config["experiments"]
+            for path in experiment_evals(exp)
+        ],
     output:
         table=report(
             f"{RESULTS}/table.csv", caption="../report/table.rst", category="Tables"
@@ -78,6 +71,6 @@ rule aggregate_all:
     conda:
         "../envs/lit.yaml"
     params:
-        runs=sorted(run_id for _, run_id in RUNS),
+        run_dirs=lambda w, input: " ".join(str(Path(e).parent) for e in input),
     shell:
-        "lit merge-tables {input} --output {output.table} --metrics {output.metrics} > {log} 2>&1"
+        "lit aggregate {params.run_dirs} --output {output.table} --metrics {output.metrics} > {log} 2>&1"
