@@ -12,6 +12,9 @@ rule prepare_data:
     localrule: True
     conda:
         "../envs/lit.yaml"
+    resources:
+        # experiments may share a data set: one download and extraction at a time
+        data_preparation=1,
     params:
         args=lambda w: RUNS[(w.exp, teacher_run_id(w.exp))].args,
         kind=lambda w: "--gan" if experiment_kind(w.exp) == "gan" else "",
