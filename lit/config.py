@@ -66,7 +66,7 @@ class PhaseConfig:
     schedule: Literal["multistep", "cosine", "constant"] = "multistep"
     milestones: list[int] = field(default_factory=list)  # epochs (within the phase) where lr *= gamma
     gamma: float = 0.1
-    warmup_iters: int = 0  # iterations at `warmup_lr` before the schedule starts (He et al.: ResNet-110)
+    warmup_iters: int = 0  # iterations at `warmup_lr` before the schedule starts (the ResNet paper: ResNet-110)
     warmup_lr: float = 0.01
 
 

@@ -13,7 +13,7 @@ from lit.models import build_model
 
 
 def resnet_parameters_by_hand(depth: int, in_channels: int = 3, num_classes: int = 10) -> int:
-    """He et al.'s CIFAR ResNet (option-A shortcuts: no parameters), counted layer by layer."""
+    """The ResNet paper's CIFAR ResNet (option-A shortcuts: no parameters), counted layer by layer."""
     n = (depth - 2) // 6
     conv = lambda cin, cout: 9 * cin * cout  # noqa: E731  (3x3, no bias)
     bn = lambda c: 2 * c  # noqa: E731
@@ -41,7 +41,7 @@ def resnet_macs_by_hand(depth: int, size: int, in_channels: int = 3, num_classes
     return macs + 64 * num_classes
 
 
-# ---------------------------------------------------------------- sizes from He et al. 2016
+# ---------------------------------------------------------------- sizes from the ResNet paper (CVPR 2016)
 
 
 @pytest.mark.parametrize("depth, published_millions, digits", [(20, 0.27, 2), (32, 0.46, 2), (56, 0.85, 2), (110, 1.7, 1)])

@@ -14,7 +14,7 @@ SMALL = dict(widths=[16, 32, 64, 128], fc_width=64, embedding_dim=8)
 
 
 def paper_parameter_count(blocks: tuple[int, ...], classes: int, shortcut: bool = False) -> int:
-    """Count by hand from Conneau et al. (2017): 72-token embedding of 16 dims; a width-3
+    """Count by hand from the VDCNN paper (EACL 2017): 72-token embedding of 16 dims; a width-3
     convolution 16 -> 64 with bias; per block two width-3 convolutions without bias (BN
     follows), each followed by a batch norm (scale and shift); the head's three linear
     layers 512*8 -> 2048 -> 2048 -> classes with biases."""

@@ -1,4 +1,4 @@
-"""CIFAR-10 (Krizhevsky 2009) through torchvision: its download and its md5 checks.
+"""CIFAR-10 (the 2009 technical report) through torchvision: its download and its md5 checks.
 
 The download runs in a staging folder inside `root`; only a verified, fully extracted
 `cifar-10-batches-py` is moved into `root`, so a failed or corrupt download leaves

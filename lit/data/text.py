@@ -1,4 +1,4 @@
-"""Character-level text classification data: Amazon reviews (Zhang et al. 2015), any review
+"""Character-level text classification data: Amazon reviews (the char-CNN paper, NIPS 2015), any review
 CSV, and the rt-polarity and movie-review corpora of Pang & Lee.
 
 Encoding (the alphabet of Zhang, Zhao & LeCun 2015, used by VDCNN): text is lower-cased
@@ -10,7 +10,7 @@ one id that fits in a byte:
     2          space (VDCNN gives the space its own token: it marks word boundaries)
     3 .. 71    the 69 symbols of `ALPHABET`, in its order: the 26 letters a-z, the 10
                digits 0-9, the 32 punctuation marks  - , ; . ! ? : ' " / \\ | _ @ # $ % ^ & * ~ ` + = < > ( ) [ ] { }
-               and the newline (Zhang et al. list 70 characters because `-` appears twice)
+               and the newline (the char-CNN paper lists 70 characters because `-` appears twice)
 
 A split of a large CSV is parsed once, streamed in chunks, into a cache folder under the
 data root holding a uint8 token matrix `tokens.npy` (N x max_length) and `labels.npy`.
@@ -100,7 +100,7 @@ class CsvLayout:
     has_header: bool = False
     label_offset: int = 0  # subtracted from integer labels: 1 for files that count classes from 1
     label_names: tuple[str, ...] | None = None  # string labels, in class-index order
-    escaped_newlines: bool = False  # the Zhang et al. files write a newline as backslash-n
+    escaped_newlines: bool = False  # the original files write a newline as backslash-n
     encoding: str = "utf-8"
     delimiter: str = ","
 

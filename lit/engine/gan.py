@@ -2,7 +2,7 @@
 
 Three entry points, each reading and writing one run directory:
 
-- `train_gan(settings, run_dir)`: the teacher GAN (Choi et al. 2018). WGAN-GP adversarial
+- `train_gan(settings, run_dir)`: the teacher GAN (CVPR 2018). WGAN-GP adversarial
   loss (lambda_gp), domain classification by BCE on the attribute logits (lambda_cls),
   cycle reconstruction by L1 (lambda_rec); Adam for G and D; G updated after every
   `n_critic`-th D step; target labels are the batch's own labels in a random order (as the

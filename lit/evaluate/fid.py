@@ -1,4 +1,4 @@
-"""Frechet Inception Distance (Heusel et al. 2017) and StarGAN's translation protocol.
+"""Frechet Inception Distance (the TTUR paper, NeurIPS 2017) and StarGAN's translation protocol.
 
 Features: the 2048-d pool3 activations of the TensorFlow Inception-v3 of 2015-12-05, the
 network of the original TTUR code and of pytorch-fid. Preprocessing follows pytorch-fid

@@ -1,4 +1,4 @@
-"""FitNets (Romero et al. 2015): hints for thin deep nets, in two stages.
+"""FitNets (ICLR 2015): hints for thin deep nets, in two stages.
 
 The hint is the teacher's output of one section, the guided layer the student's output of
 the same section: by default the middle one, `hint_section = (N - 1) // 2` of the

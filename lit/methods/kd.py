@@ -1,4 +1,4 @@
-"""Knowledge distillation (Hinton et al. 2015): the student, trained end to end from a
+"""Knowledge distillation (the KD paper, 2015): the student, trained end to end from a
 fresh init, matches the teacher's softened logits and the labels."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""LIT (Koratana et al. 2019): Learned Intermediate representation Training.
+"""LIT (ICML 2019): Learned Intermediate representation Training.
 
 Phase `lit`: the student's stem and head start as copies of the teacher's (frozen by
 default); each student section i is fed the teacher's output of section i-1 and regressed

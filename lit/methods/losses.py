@@ -25,7 +25,7 @@ def kd_loss(
     temperature: float,
     hard_weight: float,
 ) -> torch.Tensor:
-    """Hinton et al. 2015 in the LIT code's convention, where the weight (alpha) is on the
+    """the KD paper, 2015 in the LIT code's convention, where the weight (alpha) is on the
     HARD-label term: `(1 - alpha) * tau^2 * softCE(s/tau, t/tau) + alpha * CE(s, y)`."""
     soft = soft_cross_entropy(student_logits, teacher_logits, temperature) * temperature**2
     hard = F.cross_entropy(student_logits, labels)

@@ -1,4 +1,4 @@
-"""CIFAR ResNet of depth 6n+2 (He et al. 2016, section 4.2): basic blocks, widths
+"""CIFAR ResNet of depth 6n+2 (the ResNet paper, CVPR 2016, section 4.2): basic blocks, widths
 16/32/64, option-A shortcuts (stride-2 subsampling and zero-padded channels)."""
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def conv_bn_relu_stem(in_channels: int, width: int) -> nn.Sequential:
 
 
 def init_weights(model: nn.Module) -> None:
-    """Kaiming-normal convolutions (He et al. 2015), as the reference CIFAR code."""
+    """Kaiming-normal convolutions (the PReLU paper, ICCV 2015), as the reference CIFAR code."""
     for module in model.modules():
         if isinstance(module, nn.Conv2d):
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")

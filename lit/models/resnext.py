@@ -1,4 +1,4 @@
-"""CIFAR ResNeXt of depth 9n+2 (Xie et al. 2017): three stages of bottleneck blocks
+"""CIFAR ResNeXt of depth 9n+2 (the ResNeXt paper, CVPR 2017): three stages of bottleneck blocks
 whose 3x3 convolution is grouped into `cardinality` paths of `bottleneck_width` channels
 (doubled at every stage). The defaults are small enough to train on a CPU; the paper's
 CIFAR ResNeXt-29 (8x64d) is `cardinality=8, bottleneck_width=64, widths=[256, 512, 1024],

@@ -1,4 +1,4 @@
-"""StarGAN (Choi et al. 2018): a multi-domain image-to-image generator cut at LIT's split
+"""StarGAN (CVPR 2018): a multi-domain image-to-image generator cut at LIT's split
 points, and its PatchGAN discriminator with a domain classifier.
 
 Generator: the target-domain label `c` (N, c_dim) is tiled over the image and concatenated

@@ -1,4 +1,4 @@
-"""VDCNN: very deep convolutional networks for text classification (Conneau et al. 2017).
+"""VDCNN: very deep convolutional networks for text classification (the VDCNN paper, EACL 2017).
 
 Characters are looked up in a 16-dimensional embedding and convolved to 64 channels (the
 stem); four sections of convolutional blocks with 64, 128, 256 and 512 filters follow
@@ -122,7 +122,7 @@ def vdcnn_section(
 def check_options(depth: int, widths: list[int], downsample: str, k: int) -> None:
     if depth not in BLOCKS_PER_DEPTH:
         allowed = ", ".join(map(str, BLOCKS_PER_DEPTH))
-        raise ValueError(f"vdcnn depth must be one of {allowed} (Conneau et al. 2017), got {depth!r}")
+        raise ValueError(f"vdcnn depth must be one of {allowed} (the VDCNN paper, EACL 2017), got {depth!r}")
     if len(widths) != 4:
         raise ValueError(f"vdcnn widths must list 4 section widths (paper: [64, 128, 256, 512]), got {widths!r}")
     if downsample not in DOWNSAMPLING:
