@@ -11,7 +11,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from workflow_helpers import STUDENT_EPOCHS, TEACHER_EPOCHS, make_project, planned_jobs, snakemake
+from workflow_helpers import STUDENT_EPOCHS, TEACHER_EPOCHS, make_project, pipeline_config, planned_jobs, snakemake
 
 pytestmark = pytest.mark.slow
 
@@ -50,12 +50,8 @@ def text_config(reviews: Path) -> dict:
         "model.options": {"embedding_dim": 8, "widths": [8, 8, 16, 16], "fc_width": 32, "k": 4},
         "train.batch_size": 32,
     }
-    return {
-        "results": "results",
-        "data_root": "data",
-        "evaluate": {"latency_runs": 2},
-        "report": {"tolerance": 0.05},
-        "experiments": {
+    return pipeline_config(
+        {
             "tinytext": {
                 "overrides": common,
                 "teacher": {"config": "config/runs/text-teacher.yaml", "depth": 17,
@@ -68,8 +64,8 @@ def text_config(reviews: Path) -> dict:
                     "overrides": STUDENT_EPOCHS,
                 },
             }
-        },
-    }
+        }
+    )
 
 
 def test_vdcnn_experiment_end_to_end_on_generated_reviews(tmp_path):

@@ -211,3 +211,25 @@ def test_tiny_gan_experiment_end_to_end(tmp_path):
     assert sorted(fid["depth"]) == [1, 3] and fid["fid_mean"].notna().all()
     assert fid.loc[fid["depth"] == 1, "params"].item() < fid.loc[fid["depth"] == 3, "params"].item()
     assert planned_jobs(tmp_path) == {}
+
+
+def test_tuning_stage_feeds_its_choice_into_the_final_runs(tmp_path):
+    config = tiny_config()
+    config["experiments"]["tiny"]["tune"] = {
+        "depth": 8,
+        "overrides": {"train.phases.train.epochs": 1, "train.phases.lit.epochs": 1, "train.phases.finetune.epochs": 1},
+        "grids": {"temperature": [2.0, 4.0], "kd_weight": [0.25, 0.75]},
+    }
+    make_project(tmp_path, config)
+    counts = planned_jobs(tmp_path)
+    assert counts["tune"] == 1 and counts["tuning_report"] == 1, counts
+    snakemake(tmp_path, "--cores", "2")
+    tuned = json.loads(next((tmp_path / "results" / "runs" / "tiny").glob("tuning-*/tuned.json")).read_text())
+    assert tuned["temperature"] in (2.0, 4.0) and tuned["kd_weight"] in (0.25, 0.75)
+    trials = pd.read_csv(tmp_path / "results" / "tiny" / "tiny-tuning.csv")
+    assert len(trials) == 4
+    table = pd.read_csv(tmp_path / "results" / "table.csv")
+    for method in ("kd", "lit"):
+        row = table[table["method"] == method].iloc[0]
+        assert row["temperature"] == tuned["temperature"], "the tuned tau must reach the final runs and the table"
+    assert table.loc[table["method"] == "lit", "kd_weight"].item() == tuned["kd_weight"]

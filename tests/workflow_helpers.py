@@ -23,13 +23,20 @@ STUDENT_EPOCHS = {
 }
 
 
-def tiny_config(depths=(8,), seeds=(0,), student_overrides=None) -> dict:
+def pipeline_config(experiments: dict) -> dict:
+    """A pipeline config around `experiments`, with quick evaluation settings."""
     return {
         "results": "results",
         "data_root": "data",
         "evaluate": {"latency_runs": 2},
         "report": {"tolerance": 0.05},
-        "experiments": {
+        "experiments": experiments,
+    }
+
+
+def tiny_config(depths=(8,), seeds=(0,), student_overrides=None) -> dict:
+    return pipeline_config(
+        {
             "tiny": {
                 "overrides": {"train.progress": "off"},
                 "teacher": {"config": "config/runs/digits-teacher.yaml", "depth": 14, "overrides": TEACHER_EPOCHS},
@@ -41,8 +48,8 @@ def tiny_config(depths=(8,), seeds=(0,), student_overrides=None) -> dict:
                     "overrides": {**STUDENT_EPOCHS, **(student_overrides or {})},
                 },
             }
-        },
-    }
+        }
+    )
 
 
 def make_project(folder: Path, config: dict) -> Path:

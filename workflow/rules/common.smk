@@ -43,6 +43,7 @@ class Run:
     role: str
     depth: int = 0
     kind: str = "classifier"  # or "gan"
+    tuned: str | None = None  # the tuned.json whose tau, alpha, beta this run uses
 
     @property
     def run_dir(self):
@@ -90,7 +91,69 @@ def plan_teacher(name, exp, common):
     return Run(name, run_id, teacher["config"], as_overrides(values), None, "teacher")
 
 
-def plan_student(name, exp, common, teacher, method, depth, seed):
+@dataclass(frozen=True)
+class Tuning:
+    """The experiment's validation tuning of tau, alpha and beta (`lit tune`)."""
+
+    exp: str
+    out_dir: str
+    base: str
+    overrides: tuple[str, ...]
+    teacher: str
+    grids: dict
+
+    @property
+    def tuned(self):
+        return f"{self.out_dir}/tuned.json"
+
+    @property
+    def args(self):
+        return " ".join(shlex.quote(o) for o in self.overrides)
+
+    @property
+    def grid_args(self):
+        flags = {
+            "temperature": "--temperatures",
+            "hard_weight": "--hard-weights",
+            "kd_weight": "--kd-weights",
+        }
+        return " ".join(
+            f"{flags[key]} {' '.join(str(v) for v in values)}"
+            for key, values in self.grids.items()
+            if values
+        )
+
+
+def plan_tuning(name, exp, common, teacher):
+    """A short sweep with a small student, scored on the validation split only."""
+    spec = exp["tune"]
+    values = {
+        **common,
+        **exp["students"].get("overrides", {}),
+        **spec.get("overrides", {}),
+    }
+    values.update({"model.depth": spec["depth"], "seed": spec.get("seed", 0)})
+    values.update({"method.name": "lit", "method.teacher": teacher.run_dir})
+    cfg, digest = resolve(name, "tune", exp["students"]["config"], values)
+    grids = {
+        key: spec.get("grids", {}).get(key, [])
+        for key in ("temperature", "hard_weight", "kd_weight")
+    }
+    text = json.dumps([digest, teacher.run_id, grids], sort_keys=True)
+    out_dir = (
+        f"{RESULTS}/runs/{name}/tuning-{hashlib.sha256(text.encode()).hexdigest()[:10]}"
+    )
+    return Tuning(
+        name,
+        out_dir,
+        exp["students"]["config"],
+        as_overrides(values),
+        teacher.run_dir,
+        grids,
+    )
+
+
+def plan_student(name, exp, common, teacher, method, depth, seed, tuning=None):
     students = exp["students"]
     values = {**common, **students.get("overrides", {})}
     values.update(students.get("per_method", {}).get(method, {}))
@@ -98,20 +161,27 @@ def plan_student(name, exp, common, teacher, method, depth, seed):
     needs_teacher = method in METHODS and METHODS.get(method).needs_teacher
     if needs_teacher:
         values["method.teacher"] = teacher.run_dir
+    tuned = tuning.tuned if tuning and "tuned" in METHODS.get(method).uses else None
+    if tuned:
+        values["method.tuned"] = tuned
     where = f"students ({method}, depth {depth}, seed {seed})"
     cfg, digest = resolve(name, where, students["config"], values)
     run_id = f"{method}-{cfg.model.family}{depth}-s{seed}-{digest}"
     overrides = as_overrides(read_by(method, values))
     teacher_id = teacher.run_id if needs_teacher else None
-    return Run(name, run_id, students["config"], overrides, teacher_id, "student")
+    return Run(
+        name, run_id, students["config"], overrides, teacher_id, "student", tuned=tuned
+    )
 
 
 def plan_experiment(name, exp):
     common = {"data.root": DATA_ROOT, **exp.get("overrides", {})}
     teacher = plan_teacher(name, exp, common)
+    if "tune" in exp:
+        TUNINGS[name] = plan_tuning(name, exp, common, teacher)
     sweep = exp["students"]
     return [teacher] + [
-        plan_student(name, exp, common, teacher, method, depth, seed)
+        plan_student(name, exp, common, teacher, method, depth, seed, TUNINGS.get(name))
         for method in sweep["methods"]
         for depth in sweep["depths"]
         for seed in sweep["seeds"]
@@ -180,6 +250,9 @@ def plan_gan_experiment(name, exp):
     return runs
 
 
+TUNINGS = {}  # experiment -> Tuning, for experiments with a `tune` block
+
+
 def experiment_kind(exp):
     return config["experiments"][exp].get("kind", "classifier")
 
@@ -246,4 +319,8 @@ def all_targets():
             f"{RESULTS}/{exp}/{exp}-{kind}"
             for kind in REPORT_KINDS[experiment_kind(exp)]
         ]
+        if exp in TUNINGS:
+            targets += [
+                f"{RESULTS}/{exp}/{exp}-tuning.{kind}" for kind in ("csv", "png")
+            ]
     return targets

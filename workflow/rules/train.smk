@@ -17,6 +17,7 @@ rule train:
             if run_of(w).teacher
             else []
         ),
+        tuned=lambda w: [ancient(run_of(w).tuned)] if run_of(w).tuned else [],
     output:
         summary=f"{RESULTS}/runs/{{exp}}/{{run}}/summary.json",
         best=f"{RESULTS}/runs/{{exp}}/{{run}}/checkpoints/best.pt",
