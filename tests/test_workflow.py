@@ -233,3 +233,14 @@ def test_tuning_stage_feeds_its_choice_into_the_final_runs(tmp_path):
         row = table[table["method"] == method].iloc[0]
         assert row["temperature"] == tuned["temperature"], "the tuned tau must reach the final runs and the table"
     assert table.loc[table["method"] == "lit", "kd_weight"].item() == tuned["kd_weight"]
+
+
+def test_fitnets_runs_in_the_pipeline_and_its_tables(tmp_path):
+    config = tiny_config(student_overrides={"train.phases.hint.epochs": 1, "train.phases.hint.milestones": []})
+    config["experiments"]["tiny"]["students"]["methods"] = ["fitnets"]
+    make_project(tmp_path, config)
+    snakemake(tmp_path, "--cores", "2")
+    summary = pd.read_csv(tmp_path / "results" / "tiny" / "tiny-summary.csv")
+    assert "fitnets" in set(summary["method"])
+    log = next((tmp_path / "results" / "logs" / "tiny" / "train").glob("fitnets-*.log")).read_text()
+    assert "(hint 1)" in log and "(train 1)" in log
