@@ -35,13 +35,14 @@ def evaluate_run(run_dir: str | Path, devices: list[str] | None = None, latency_
     result: dict[str, Any] = {"config": cfg.to_dict()}
     if (run_dir / "summary.json").exists():
         result["train"] = read_json(run_dir / "summary.json")
-    for which in ("best", "last"):
-        model, state = load_model(run_dir, which, cpu)
-        test_acc, test_loss = accuracy(model, Batches(data.test, data, cfg.train.eval_batch_size), cpu)
-        result[f"test_acc_{'selected' if which == 'best' else 'last'}"] = test_acc
-        result[f"{'selected' if which == 'best' else 'last'}_epoch"] = state.get("epoch")
-        result[f"val_acc_{'selected' if which == 'best' else 'last'}"] = state.get("val_acc")
-    model, _ = load_model(run_dir, "best", cpu)
+    test_batches = Batches(data.test, data, cfg.train.eval_batch_size)
+    models = {}
+    for which, label in (("best", "selected"), ("last", "last")):
+        models[which], state = load_model(run_dir, which, cpu)
+        result[f"test_acc_{label}"], _ = accuracy(models[which], test_batches, cpu)
+        result[f"{label}_epoch"] = state.get("epoch")
+        result[f"val_acc_{label}"] = state.get("val_acc")
+    model = models["best"]  # costs and speed are those of the selected model
     result["params"] = count_parameters(model)
     result["flops"] = count_flops(model, example_input(data, 1))
     result["macs"] = result["flops"] // 2
