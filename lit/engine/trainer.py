@@ -24,6 +24,7 @@ from lit.data import Batches, DataSplits, load_data
 from lit.engine.checkpoint import load_checkpoint, save_checkpoint
 from lit.files import atomic_write_text
 from lit.engine.device import autocast, compile_mode, compile_sectioned, resolve_device, resolve_precision
+from lit.engine.frozen import freeze_for_inference
 from lit.engine.models_io import load_model, model_spec, save_model, unwrap
 from lit.engine.runlog import MetricsLog, write_json
 from lit.engine.schedule import learning_rate
@@ -87,6 +88,8 @@ class Trainer:
         self.student, self.spec = build_student(cfg, self.data)
         teacher = load_teacher(cfg, self.spec, self.device) if METHODS.get(cfg.method.name).needs_teacher else None
         self.method: Method = METHODS.get(cfg.method.name)(cfg.method, self.student, teacher)
+        if teacher is not None:  # after the method read it (LIT copies its stem and head)
+            freeze_for_inference(teacher)
         self.memory_format = torch.contiguous_format
         if cfg.train.channels_last and self.data.kind == "image":
             self.memory_format = torch.channels_last
