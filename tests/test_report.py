@@ -151,6 +151,8 @@ def test_summary_means_stds_and_ratios(runs):
     assert kd8["test_acc_mean"] == pytest.approx(0.91)
     assert kd8["test_acc_std"] == pytest.approx(math.sqrt(2 * 0.01**2 / 1))  # sample std of 0.90 and 0.92
     assert kd8["test_acc_last_mean"] == pytest.approx(0.905)
+    assert kd8["val_acc_mean"] == pytest.approx(0.92)  # validation accuracy of the selected checkpoints, 0.91 and 0.93
+    assert kd8["val_acc_std"] == pytest.approx(kd8["test_acc_std"])
     assert kd8["flops_m"] == pytest.approx(24.0) and kd8["params"] == 78_000
     assert kd8["latency_ms_cpu"] == pytest.approx(0.55)  # median of 0.5 and 0.6
     assert kd8["speedup_vs_teacher"] == pytest.approx(4.0 / 0.55)
@@ -238,6 +240,8 @@ def test_write_report_writes_valid_figures_and_tables(runs, tmp_path):
     assert compression.loc["lit", "student_depth"] == "8" and compression.loc["scratch", "student_depth"] == "none"
     markdown = (out / f"{EXPERIMENT}-summary.md").read_text()
     assert "| teacher" in markdown and "91.00 ± 1.41" in markdown  # kd depth 8 in percent
+    kd8_row = next(line for line in markdown.splitlines() if "| kd " in line and "91.00 ± 1.41" in line)
+    assert "92.00 ± 1.41" in kd8_row  # its validation accuracy, in percent too
     assert "7.00x" in (out / f"{EXPERIMENT}-compression.md").read_text()
     assert not list(out.glob(".*"))  # no temporary file left behind
 

@@ -25,7 +25,7 @@ TOLERANCE_SLACK = 1e-9  # accuracies are fractions of a test set: float noise mu
 
 SUMMARY_COLUMNS = [
     "role", "method", "family", "depth", "n_seeds", "test_acc_mean", "test_acc_std", "test_acc_last_mean",
-    "params", "flops_m", "latency_ms_cpu", "throughput_cpu", "latency_ms_cuda", "throughput_cuda",
+    "val_acc_mean", "val_acc_std", "params", "flops_m", "latency_ms_cpu", "throughput_cpu", "latency_ms_cuda", "throughput_cuda",
     "speedup_vs_teacher", "compression_by_depth", "compression_by_params", *WEIGHT_NAMES,
 ]
 FID_COLUMNS = [
@@ -76,6 +76,7 @@ def configurations(runs: pd.DataFrame) -> pd.DataFrame:
         n_seeds=("run_id", "count"),
         test_acc_mean=("test_acc_selected", "mean"), test_acc_std=("test_acc_selected", "std"),
         test_acc_last_mean=("test_acc_last", "mean"),
+        val_acc_mean=("val_acc_selected", "mean"), val_acc_std=("val_acc_selected", "std"),
         fid_mean=("fid", "mean"), fid_std=("fid", "std"),
         params=("params", "mean"), flops=("flops", "mean"),
         latency_ms_cpu=("latency_ms_cpu", "median"), throughput_cpu=("throughput_cpu", "median"),

@@ -36,6 +36,7 @@ PLAIN = _number("{:g}")
 FORMATS = {
     "depth": PLAIN, "student_depth": PLAIN, "teacher_depth": PLAIN, "n_seeds": PLAIN,
     "test_acc_last_mean": POINTS, "teacher_test_acc": POINTS, "test_acc_mean": POINTS,
+    "val_acc_mean": POINTS,
     "accuracy_drop": _number("{:+.2f}", 100.0), "tolerance": POINTS,
     "params": COUNT, "flops_m": _number("{:.2f}"), "latency_ms_cpu": _number("{:.3f}"), "latency_ms_cuda": _number("{:.3f}"),
     "throughput_cpu": COUNT, "throughput_cuda": COUNT,
@@ -44,6 +45,7 @@ FORMATS = {
 }
 HEADERS = {
     "n_seeds": "seeds", "test_acc_mean": "test acc % (mean ± std)", "test_acc_last_mean": "last-epoch acc %",
+    "val_acc_mean": "val acc % (mean ± std)",
     "fid_mean": "FID (mean ± std)", "params": "parameters", "flops_m": "FLOPs (M)",
     "latency_ms_cpu": "CPU latency (ms, batch 1)", "throughput_cpu": "CPU throughput (/s)",
     "latency_ms_cuda": "GPU latency (ms, batch 1)", "throughput_cuda": "GPU throughput (/s)",
@@ -69,7 +71,7 @@ def render_table(table: pd.DataFrame, columns: list[str]) -> str:
             continue
         std_column = column.replace("_mean", "_std")
         if column.endswith("_mean") and std_column in table:
-            scale = 100.0 if column.startswith("test_acc") else 1.0
+            scale = 100.0 if column.startswith(("test_acc", "val_acc")) else 1.0
             shown[HEADERS.get(column, column)] = [_mean_std(m, s, scale) for m, s in zip(table[column], table[std_column])]
         else:
             shown[HEADERS.get(column, column)] = table[column].map(FORMATS.get(column, _number("{}")))
