@@ -62,6 +62,22 @@ def test_bad_config_is_refused_before_any_job(tmp_path):
     assert result.returncode != 0 and "depths" in result.stdout + result.stderr
 
 
+def test_a_fresh_clone_with_committed_tables_still_trains_every_run(tmp_path):
+    """Reference tables and figures are committed, the runs are not: a fresh clone's run
+    must train, evaluate and then remake the tables, not find them up to date."""
+    make_project(tmp_path, tiny_config())
+    committed = ["table.csv", "metrics.json", "tiny/table.csv", "tiny/tiny-summary.csv", "tiny/tiny-summary.md",
+                 "tiny/tiny-compression.csv", "tiny/tiny-compression.md", "tiny/tiny-depth-vs-accuracy.png",
+                 "tiny/tiny-depth-vs-accuracy.pdf"]
+    for name in committed:
+        path = tmp_path / "results" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text("committed reference\n")
+    counts = planned_jobs(tmp_path)
+    assert counts.get("train") == 4 and counts.get("evaluate") == 4, counts  # teacher + 3 students
+    assert counts.get("report_experiment") == 1 and counts.get("aggregate_all") == 1, counts
+
+
 def test_tiny_dag_end_to_end_then_nothing_then_only_new_depth(tmp_path):
     make_project(tmp_path, tiny_config(depths=(8,)))
     snakemake(tmp_path, "--cores", "2")

@@ -313,8 +313,12 @@ REPORT_KINDS = {
 
 
 def all_targets():
+    """The tables, figures and reports, and every run's eval.json: the runs are never in
+    git (DVC keeps them), so a fresh clone whose committed reference tables look up to
+    date still trains and evaluates every run, and its tables are then made anew."""
     targets = [f"{RESULTS}/table.csv", f"{RESULTS}/metrics.json"]
     for exp in config["experiments"]:
+        targets += experiment_evals(exp)
         targets += [
             f"{RESULTS}/{exp}/{exp}-{kind}"
             for kind in REPORT_KINDS[experiment_kind(exp)]
