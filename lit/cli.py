@@ -122,6 +122,17 @@ def run_gan(args: argparse.Namespace) -> None:
         print(f"FID {result['fid']:.3f} -> {args.run_dir / 'eval.json'}")
         return
     settings = load_gan_settings(args.config, args.overrides)
+    if args.verb == "prepare-data":
+        from lit.engine.runlog import write_json
+
+        settings.download = True
+        Path(settings.data_root).mkdir(parents=True, exist_ok=True)
+        data = gan.load_gan_data(settings)
+        sizes = {"data": settings.data, "train": len(data.train), "test": len(data.test)}
+        if args.output:
+            write_json(args.output, sizes)
+        print(f"{settings.data}: {sizes['train']} train, {sizes['test']} test")
+        return
     if args.verb == "train-gan":
         summary = gan.train_gan(settings, args.run_dir, resume=args.resume)
     else:
@@ -131,19 +142,6 @@ def run_gan(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> None:
     if args.verb in ("train-gan", "distill-gan", "evaluate-gan") or (args.verb == "prepare-data" and args.gan):
-        if args.verb == "prepare-data":
-            from lit.engine.gan import load_gan_data
-            from lit.engine.runlog import write_json
-
-            settings = load_gan_settings(args.config, args.overrides)
-            settings.download = True
-            Path(settings.data_root).mkdir(parents=True, exist_ok=True)
-            data = load_gan_data(settings)
-            sizes = {"data": settings.data, "train": len(data.train), "test": len(data.test)}
-            if args.output:
-                write_json(args.output, sizes)
-            print(f"{settings.data}: {sizes['train']} train, {sizes['test']} test")
-            return
         run_gan(args)
         return
     if args.verb in ("train", "prepare-data", "show-config"):

@@ -94,6 +94,8 @@ def tuning_figure_png(trials: list[dict[str, Any]], chosen: dict[str, float]) ->
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from lit.report.figures import figure_bytes
+
     stages = [stage for stage, _ in STAGES if any(t["stage"] == stage for t in trials)]
     figure = Figure(figsize=(4 * max(len(stages), 1), 3.2), layout="constrained")
     FigureCanvasAgg(figure)
@@ -112,6 +114,4 @@ def tuning_figure_png(trials: list[dict[str, Any]], chosen: dict[str, float]) ->
         axes.set_ylabel("validation accuracy")
         axes.legend(loc="best")
         axes.grid(alpha=0.3)
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=120, metadata={"Software": None})
-    return buffer.getvalue()
+    return figure_bytes(figure, "png")

@@ -88,7 +88,7 @@ class Trainer:
         self.student, self.spec = build_student(cfg, self.data)
         teacher = load_teacher(cfg, self.spec, self.device) if METHODS.get(cfg.method.name).needs_teacher else None
         self.method: Method = METHODS.get(cfg.method.name)(cfg.method, self.student, teacher)
-        if teacher is not None:  # after the method read it (LIT copies its stem and head)
+        if teacher is not None:  # after the method read it: LIT copies its stem and head, FitNets sizes its regressor by its batch norms
             freeze_for_inference(teacher)
         self.memory_format = torch.contiguous_format
         if cfg.train.channels_last and self.data.kind == "image":
