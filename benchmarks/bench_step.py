@@ -124,7 +124,7 @@ def reference(case: str, args) -> float:
 
 def engine_trainer(case: str, args, run_dir: Path):
     from lit.config import from_dict
-    from lit.engine.models_io import model_spec, save_model
+    from lit.models.io import model_spec, save_model
     from lit.engine.trainer import Trainer
     from lit.models import build_model
 
@@ -153,7 +153,7 @@ def engine(case: str, args) -> float:
             batches = Batches(trainer.data.train, trainer.data, args.batch, args.device, True, memory_format=trainer.memory_format)
             return timed_batches(batches, args, lambda x, y: None)
         if case == "teacher110":
-            from lit.engine.device import autocast
+            from lit.runtime.device import autocast
 
             def forward(inputs, labels):
                 with autocast(trainer.device, trainer.dtype):
@@ -194,7 +194,7 @@ def machine(device: torch.device) -> dict:
     if Path("/proc/cpuinfo").exists():
         names = [line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("model name")]
         cpu = names[0] if names else cpu
-    from lit.engine.device import cpu_has_bf16
+    from lit.runtime.device import cpu_has_bf16
 
     info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
             "cpu_bf16": cpu_has_bf16(), "device": str(device)}

@@ -123,7 +123,7 @@ def run_gan(args: argparse.Namespace) -> None:
         return
     settings = load_gan_settings(args.config, args.overrides)
     if args.verb == "prepare-data":
-        from lit.engine.runlog import write_json
+        from lit.runtime.runlog import write_json
 
         settings.download = True
         Path(settings.data_root).mkdir(parents=True, exist_ok=True)
@@ -158,7 +158,7 @@ def run(args: argparse.Namespace) -> None:
             data = load_data(cfg.data)
             sizes = {"data": cfg.data.name, "train": len(data.train), "val": len(data.val), "test": len(data.test)}
             if args.output:
-                from lit.engine.runlog import write_json
+                from lit.runtime.runlog import write_json
 
                 write_json(args.output, sizes)
             print(f"{cfg.data.name}: {sizes['train']} train, {sizes['val']} validation, {sizes['test']} test")
@@ -203,7 +203,7 @@ def run(args: argparse.Namespace) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     from lit.config import ConfigError
-    from lit.engine.checkpoint import CheckpointError
+    from lit.runtime.checkpoint import CheckpointError
 
     try:
         run(args)

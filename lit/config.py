@@ -40,7 +40,7 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "scratch"  # scratch | kd | lit | fitnets (see `lit.methods.METHODS`)
+    name: str = "scratch"  # scratch | kd | lit | fitnets | stargan | gan_lit (see `lit.methods.METHODS`)
     teacher: str | None = None  # teacher run directory (its selected checkpoint) or a checkpoint file
     hard_weight: float = 0.95  # alpha: weight of the HARD-label cross-entropy in KD (LIT code convention)
     temperature: float = 6.0  # tau: softening temperature of KD
@@ -51,21 +51,33 @@ class MethodConfig:
     finetune_freeze_stem_head: bool = True  # LIT phase 2: stem and head stay frozen (official CIFAR code)
     hint_section: int | None = None  # FitNets: the hint/guided layer is the output of this section (None: the middle, (N - 1) // 2)
     tuned: str | None = None  # a tuned.json of `lit tune`: its temperature, hard_weight and kd_weight replace these keys
+    # StarGAN (CVPR 2018) objective, read by `stargan` and by `gan_lit`'s adversarial fine-tuning
+    n_critic: int = 5  # discriminator updates per generator update
+    lambda_gp: float = 10.0  # weight of the WGAN-GP gradient penalty
+    lambda_cls: float = 1.0  # weight of the domain classification loss
+    lambda_rec: float = 10.0  # weight of the cycle reconstruction loss
+    d_conv_dim: int = 64  # discriminator width
+    d_repeat_num: int | None = None  # discriminator down-sampling layers (None: down to a 2x2 map)
 
 
 @dataclass
 class PhaseConfig:
-    """Optimisation of one training phase; the learning rate is set every step from these."""
+    """Optimisation of one training phase; the learning rate is set every step from these.
+    A phase counts epochs, or `iterations` (endless batches) when that is set."""
 
     epochs: int = 10
+    iterations: int | None = None  # an iteration-based phase (GANs): this many steps, not `epochs`
     optimizer: Literal["sgd", "adam"] = "sgd"
     lr: float = 0.1
+    group_lr: dict[str, float] = field(default_factory=dict)  # lr of a method's named parameter group (discriminator)
     momentum: float = 0.9
     nesterov: bool = False
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam's
     weight_decay: float = 1e-4
-    schedule: Literal["multistep", "cosine", "constant"] = "multistep"
+    schedule: Literal["multistep", "cosine", "linear", "constant"] = "multistep"
     milestones: list[int] = field(default_factory=list)  # epochs (within the phase) where lr *= gamma
     gamma: float = 0.1
+    decay_start: int | None = None  # linear: the step (within the phase) where lr starts falling to 0 (None: half-way)
     warmup_iters: int = 0  # iterations at `warmup_lr` before the schedule starts (the ResNet paper: ResNet-110)
     warmup_lr: float = 0.01
 
@@ -81,7 +93,18 @@ class TrainConfig:
     compile: bool = False  # opt-in torch.compile of the student (and teacher)
     threads: int | None = None  # torch intra-op threads on CPU (None: torch's default)
     progress: Literal["auto", "on", "off"] = "auto"  # auto: a progress bar when attached to a terminal
+    log_every: int = 100  # iteration-based phases: one metrics line per this many iterations
+    checkpoint_every: int = 1000  # iteration-based phases: validate and checkpoint every this many iterations
     phases: dict[str, PhaseConfig] = field(default_factory=dict)  # per phase of the method
+
+
+@dataclass
+class EvaluateConfig:
+    """Settings of `lit evaluate` that change what it scores (generators: FID)."""
+
+    fid_images: int | None = None  # test images translated for FID (None: all)
+    fid_batch_size: int = 50
+    fid_weights: Literal["torchscript", "pytorch-fid"] = "torchscript"  # torchscript: shipped, offline
 
 
 @dataclass
@@ -91,6 +114,7 @@ class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     method: MethodConfig = field(default_factory=MethodConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    evaluate: EvaluateConfig = field(default_factory=EvaluateConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -190,48 +214,56 @@ def apply_override(values: dict[str, Any], override: str) -> None:
 
 
 def validate(cfg: RunConfig) -> RunConfig:
-    """Checks beyond types: ranges and names that must exist in the registries."""
-    from lit.data import DATASETS
-    from lit.methods import METHODS
-    from lit.models import MODELS
-
+    """Checks beyond types: ranges and combinations. Names that must exist in a registry
+    (data sets, families, methods, phases) are checked one layer up, by
+    `lit.engine.runconfig`, so that this module imports no registry."""
     checks: list[tuple[bool, str, Any, str]] = [
-        (cfg.data.name in DATASETS, "data.name", cfg.data.name, f"one of {', '.join(DATASETS.names())}"),
-        (cfg.model.family in MODELS, "model.family", cfg.model.family, f"one of {', '.join(MODELS.names())}"),
-        (cfg.method.name in METHODS, "method.name", cfg.method.name, f"one of {', '.join(METHODS.names())}"),
-        (0.0 < cfg.data.val_fraction < 1.0, "data.val_fraction", cfg.data.val_fraction,
-         "a number in (0, 1): selection needs a validation split"),
+        (0.0 <= cfg.data.val_fraction < 1.0, "data.val_fraction", cfg.data.val_fraction, "a number in [0, 1)"),
         (cfg.model.depth > 0, "model.depth", cfg.model.depth, "a positive integer"),
         (0.0 <= cfg.method.hard_weight <= 1.0, "method.hard_weight", cfg.method.hard_weight, "a number in [0, 1]"),
         (cfg.method.temperature > 0, "method.temperature", cfg.method.temperature, "a positive number"),
         (0.0 <= cfg.method.kd_weight <= 1.0, "method.kd_weight", cfg.method.kd_weight, "a number in [0, 1]"),
         (cfg.method.hint_section is None or cfg.method.hint_section >= 0, "method.hint_section", cfg.method.hint_section,
          "a non-negative section index or null (the middle section)"),
+        (cfg.method.n_critic >= 1, "method.n_critic", cfg.method.n_critic, "a positive integer"),
+        (cfg.method.d_conv_dim >= 1, "method.d_conv_dim", cfg.method.d_conv_dim, "a positive integer"),
+        (cfg.method.d_repeat_num is None or cfg.method.d_repeat_num >= 1, "method.d_repeat_num", cfg.method.d_repeat_num,
+         "a positive integer or null"),
         (cfg.train.batch_size > 0, "train.batch_size", cfg.train.batch_size, "a positive integer"),
         (cfg.train.eval_batch_size > 0, "train.eval_batch_size", cfg.train.eval_batch_size, "a positive integer"),
+        (cfg.train.log_every > 0, "train.log_every", cfg.train.log_every, "a positive integer"),
+        (cfg.train.checkpoint_every > 0, "train.checkpoint_every", cfg.train.checkpoint_every, "a positive integer"),
+        (cfg.evaluate.fid_images is None or cfg.evaluate.fid_images > 0, "evaluate.fid_images", cfg.evaluate.fid_images,
+         "a positive integer or null (all test images)"),
+        (cfg.evaluate.fid_batch_size > 0, "evaluate.fid_batch_size", cfg.evaluate.fid_batch_size, "a positive integer"),
     ]
     for ok, key, value, expected in checks:
         if not ok:
             raise ConfigError(f"config key {key!r}: expected {expected}, got {value!r}")
-    method = METHODS.get(cfg.method.name)
-    known_phases = {p for name in METHODS.names() for p in METHODS.get(name).phases}
     for phase, settings in cfg.train.phases.items():
-        key = f"train.phases.{phase}"
-        if phase not in known_phases:
-            raise ConfigError(f"unknown config key {key!r} (phases of the methods: {', '.join(sorted(known_phases))})")
-        if settings.epochs < 0:
-            raise ConfigError(f"config key {key}.epochs: expected a non-negative integer, got {settings.epochs}")
-        if settings.lr <= 0:
-            raise ConfigError(f"config key {key}.lr: expected a positive number, got {settings.lr}")
-        bad = [m for m in settings.milestones if not 0 < m <= max(settings.epochs, 1)]
-        if bad:
-            raise ConfigError(f"config key {key}.milestones: {bad} lie outside the phase's {settings.epochs} epochs")
-    for phase in method.phases:
-        if phase not in cfg.train.phases:
-            raise ConfigError(f"config key 'train.phases.{phase}' is required by method {cfg.method.name!r}")
-    if method.needs_teacher and not cfg.method.teacher:
-        raise ConfigError(f"config key 'method.teacher' is required by method {cfg.method.name!r} (a teacher run directory or checkpoint)")
+        validate_phase(f"train.phases.{phase}", settings)
     return cfg
+
+
+def validate_phase(key: str, settings: PhaseConfig) -> None:
+    if settings.epochs < 0:
+        raise ConfigError(f"config key {key}.epochs: expected a non-negative integer, got {settings.epochs}")
+    if settings.iterations is not None and settings.iterations < 0:
+        raise ConfigError(f"config key {key}.iterations: expected a non-negative integer or null, got {settings.iterations}")
+    for name, lr in {"lr": settings.lr, **{f"group_lr.{g}": v for g, v in settings.group_lr.items()}}.items():
+        if lr <= 0:
+            raise ConfigError(f"config key {key}.{name}: expected a positive number, got {lr}")
+    if len(settings.betas) != 2 or not all(0.0 <= b < 1.0 for b in settings.betas):
+        raise ConfigError(f"config key {key}.betas: expected two numbers in [0, 1), got {settings.betas}")
+    bad = [m for m in settings.milestones if not 0 < m <= max(settings.epochs, 1)]
+    if bad:
+        raise ConfigError(f"config key {key}.milestones: {bad} lie outside the phase's {settings.epochs} epochs")
+    length = settings.iterations if settings.iterations is not None else None
+    if settings.decay_start is not None and (settings.decay_start < 0 or (length is not None and settings.decay_start > length)):
+        raise ConfigError(
+            f"config key {key}.decay_start: expected a step in [0, {length if length is not None else 'the phase length'}], "
+            f"got {settings.decay_start}"
+        )
 
 
 def from_dict(values: dict[str, Any]) -> RunConfig:
@@ -280,33 +312,6 @@ def apply_tuned(cfg: RunConfig) -> RunConfig:
         return from_dict(values)
     except ConfigError as err:
         raise ConfigError(f"config key 'method.tuned': {path} holds a value out of range: {err}") from None
-
-
-def effective_config(cfg: RunConfig) -> RunConfig:
-    """The config with what the method never reads put back to its default (other
-    methods' keys and phases), so that two runs that must give the same result have
-    the same config, and the same content hash."""
-    from lit.methods import METHODS
-
-    method = METHODS.get(cfg.method.name)
-    values = cfg.to_dict()
-    defaults = MethodConfig().__dict__
-    values["method"] = {k: (v if k == "name" or k in method.uses else defaults[k]) for k, v in values["method"].items()}
-    values["train"]["phases"] = {p: v for p, v in values["train"]["phases"].items() if p in method.phases}
-    return from_dict(values)
-
-
-def config_hash(cfg: RunConfig, length: int = 10) -> str:
-    """A content hash of the effective config: any change that can change a result changes it."""
-    import hashlib
-    import json
-
-    values = effective_config(cfg).to_dict()
-    # where data lives, whether it may be downloaded and how progress shows change no result
-    for section, key in (("data", "root"), ("data", "download"), ("train", "progress")):
-        values[section].pop(key)
-    canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
-    return hashlib.sha256(canonical.encode()).hexdigest()[:length]
 
 
 def dump_config(cfg: RunConfig) -> str:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from lit.config import ConfigError, RunConfig, from_dict
-from lit.files import atomic_write_bytes, atomic_write_text
+from lit.runtime.files import atomic_write_bytes, atomic_write_text
 
 # (stage = the tuned key, the method its trials train), in the paper's order
 STAGES: tuple[tuple[str, str], ...] = (("temperature", "kd"), ("hard_weight", "kd"), ("kd_weight", "lit"))

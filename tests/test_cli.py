@@ -15,7 +15,7 @@ import torch
 from conftest import digits_config
 from lit.cli import main
 from lit.data import Batches, load_data
-from lit.engine.models_io import load_model
+from lit.models.io import load_model
 
 REPO = Path(__file__).resolve().parents[1]
 VERBS = ("train", "evaluate", "prepare-data", "show-config", "aggregate", "report")

@@ -21,12 +21,12 @@ from conftest import digits_config
 from lit.cli import main as cli_main
 from lit.config import ConfigError, from_dict
 from lit.data import Batches, load_data
-from lit.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from lit.engine.models_io import load_model
-from lit.engine.runlog import MetricsLog
+from lit.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from lit.models.io import load_model
+from lit.runtime.runlog import MetricsLog
 from lit.engine.trainer import Trainer, TrainingDiverged, train
 from lit.evaluate.accuracy import accuracy
-from lit.files import atomic_write
+from lit.runtime.files import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
 TIMING_KEYS = {"images_per_s", "epoch_seconds"}

@@ -13,8 +13,8 @@ from torch import nn
 import lit.engine.trainer as trainer_module
 from conftest import digits_config
 from lit.config import ConfigError, MethodConfig
-from lit.engine.checkpoint import load_checkpoint
-from lit.engine.runlog import MetricsLog
+from lit.runtime.checkpoint import load_checkpoint
+from lit.runtime.runlog import MetricsLog
 from lit.methods import METHODS
 from lit.methods.fitnets import default_hint_section
 from lit.methods.losses import kd_loss

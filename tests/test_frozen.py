@@ -65,7 +65,7 @@ def test_only_a_frozen_teacher_can_be_folded():
 
 def test_the_engine_folds_the_teacher_after_lit_copied_its_stem_and_head(digits_teacher, tmp_path):
     from lit.config import from_dict
-    from lit.engine.models_io import load_model
+    from lit.models.io import load_model
     from lit.engine.trainer import Trainer
 
     cfg = from_dict({

@@ -11,8 +11,8 @@ from PIL import Image
 
 from lit.config import ConfigError
 from lit.engine import gan
-from lit.engine.checkpoint import load_checkpoint
-from lit.engine.models_io import load_model
+from lit.runtime.checkpoint import load_checkpoint
+from lit.models.io import load_model
 from lit.models.stargan import StarGANGenerator
 from _fixtures_gan import tiny_gan_settings
 

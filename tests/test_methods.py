@@ -13,7 +13,7 @@ from torch import nn
 
 from conftest import digits_config
 from lit.config import MethodConfig
-from lit.engine.models_io import load_model
+from lit.models.io import load_model
 from lit.methods import METHODS
 from lit.methods.losses import kd_loss
 from lit.models import build_model

@@ -14,7 +14,7 @@ from typing import Any, Callable
 
 import torch
 
-from lit.registry import Registry
+from lit.runtime.registry import Registry
 
 
 @dataclass(frozen=True)

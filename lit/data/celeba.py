@@ -26,7 +26,7 @@ from typing import Sequence
 import torch
 
 from lit.data.base import Augment, RawData, Split, register_dataset
-from lit.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from lit.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 
 DEFAULT_ATTRIBUTES = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Male", "Young")  # StarGAN's five domains
 HAIR_COLOURS = ("Black_Hair", "Blond_Hair", "Brown_Hair", "Gray_Hair")  # mutually exclusive (StarGAN's rule)

@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from lit.data.base import Augment, RawData, Split, register_dataset, stratified_holdout
-from lit.files import atomic_write
+from lit.runtime.files import atomic_write
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 CACHE_FORMAT = "lit-imagefolder-cache/1"  # bump when decoding changes: old caches stop matching

@@ -31,7 +31,7 @@ Run directory: `config.json` (the resolved settings; a resume must match it),
 iterations and at the end: weights, Adam states, iteration, RNG states including the
 `torch.Generator` that draws every batch, flip, target-label order and gradient-penalty
 mix), `checkpoints/generator.pt` (the final generator as a `lit` model checkpoint, which
-`lit.engine.models_io.load_model` rebuilds), `metrics.jsonl` and `summary.json`. All
+`lit.models.io.load_model` rebuilds), `metrics.jsonl` and `summary.json`. All
 randomness after model initialisation comes from that generator, so `resume=True` ends
 with the same weights, bit for bit on CPU, as an uninterrupted run. Training is fp32.
 """
@@ -56,11 +56,11 @@ from lit.data import DataSplits, build_data
 from lit.data.celeba import HAIR_COLOURS
 from lit.data.colordigits import COLOUR_NAMES
 from lit.data.loader import random_flip
-from lit.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from lit.engine.device import resolve_device
-from lit.engine.models_io import load_model, model_spec, save_model
-from lit.engine.runlog import MetricsLog, read_json, write_json
-from lit.engine.seeding import rng_state, seed_everything, set_rng_state
+from lit.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from lit.runtime.device import resolve_device
+from lit.models.io import load_model, model_spec, save_model
+from lit.runtime.runlog import MetricsLog, read_json, write_json
+from lit.runtime.seeding import rng_state, seed_everything, set_rng_state
 from lit.evaluate.cost import count_flops, count_parameters, time_call
 from lit.methods.losses import teacher_fed_section_mse
 from lit.models import build_model

@@ -21,14 +21,14 @@ from torch import nn
 
 from lit.config import ConfigError, PhaseConfig, RunConfig, apply_tuned, config_hash, dump_config, from_dict
 from lit.data import Batches, DataSplits, load_data
-from lit.engine.checkpoint import load_checkpoint, save_checkpoint
-from lit.files import atomic_write_text
-from lit.engine.device import autocast, compile_mode, compile_sectioned, resolve_device, resolve_precision
+from lit.runtime.checkpoint import load_checkpoint, save_checkpoint
+from lit.runtime.files import atomic_write_text
+from lit.runtime.device import autocast, compile_mode, compile_sectioned, resolve_device, resolve_precision
 from lit.engine.frozen import freeze_for_inference
-from lit.engine.models_io import load_model, model_spec, save_model, unwrap
-from lit.engine.runlog import MetricsLog, write_json
+from lit.models.io import load_model, model_spec, save_model, unwrap
+from lit.runtime.runlog import MetricsLog, write_json
 from lit.engine.schedule import learning_rate
-from lit.engine.seeding import rng_state, seed_everything, set_rng_state
+from lit.runtime.seeding import rng_state, seed_everything, set_rng_state
 from lit.evaluate.accuracy import accuracy
 from lit.methods import METHODS, Method
 from lit.models import build_model

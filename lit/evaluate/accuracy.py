@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lit.engine.device import autocast
+from lit.runtime.device import autocast
 
 
 def accuracy(

@@ -42,7 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from lit.data.base import Split
-from lit.files import atomic_write
+from lit.runtime.files import atomic_write
 
 INCEPTION_SIZE = 299
 FEATURE_DIM = 2048

@@ -10,8 +10,8 @@ import yaml
 
 from lit.config import from_dict
 from lit.data import Batches, DataSplits, load_data
-from lit.engine.models_io import load_model
-from lit.engine.runlog import read_json, write_json
+from lit.models.io import load_model
+from lit.runtime.runlog import read_json, write_json
 from lit.evaluate.accuracy import accuracy
 from lit.evaluate.cost import count_flops, count_parameters, measure_speed
 

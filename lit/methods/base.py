@@ -1,32 +1,75 @@
 """The method contract (after mdistiller's distillers): a method is a small objective.
 
-The engine asks it, phase by phase, which parameters train and for the named loss terms
-of a batch; it sums the terms, steps the optimiser and logs every term. A method never
-touches optimisers, data loaders or files.
+The engine asks it, phase by phase, which parameters train (one or more named groups,
+each with its own optimiser) and, for every batch, for its updates: each update names
+the group it steps and the named loss terms whose sum it minimises. The engine sums the
+terms, steps that group's optimiser and logs every term. A classifier method implements
+`losses` (one update a batch); a method with several players (a GAN's generator and
+discriminator) implements `updates`. A method never touches optimisers, data loaders or
+files; modules it trains beside the student (a regressor, a discriminator) are its
+`extra_modules`, which the engine checkpoints and restores.
 """
 
 from __future__ import annotations
 
-from abc import ABC, abstractmethod
-from typing import Callable, ClassVar
+from dataclasses import dataclass
+from typing import Any, Callable, ClassVar, Iterator
 
 import torch
 from torch import nn
 
 from lit.config import MethodConfig
-from lit.registry import Registry
+from lit.runtime.registry import Registry
+
+MODEL_GROUP = "model"  # the parameter group of a method with a single optimiser
 
 
-class Method(ABC):
+@dataclass
+class Update:
+    """One optimiser step: the group it steps, the named loss terms (their sum is minimised)
+    and the student's logits where there are any (for the training accuracy)."""
+
+    group: str
+    terms: dict[str, torch.Tensor]
+    logits: torch.Tensor | None = None
+
+
+@dataclass
+class Step:
+    """Where a batch lies in its phase. `rng` is the run's data generator: a method draws
+    every random number of a step from it, so a resumed run draws the same ones."""
+
+    phase: str
+    index: int  # steps done in this phase before this one
+    progress: float  # fraction of the phase done, in [0, 1]
+    rng: torch.Generator
+
+
+@dataclass
+class MethodContext:
+    """What a method may need to know of its run besides its config and models."""
+
+    input_shape: tuple[int, ...] = ()
+    active_phases: tuple[str, ...] = ()  # the phases that will run (a phase of length 0 does not)
+    teacher_extras: dict[str, Any] | None = None  # the teacher run's own extra modules' weights (a GAN's discriminator)
+
+
+class Method:
     phases: ClassVar[tuple[str, ...]] = ("train",)
     needs_teacher: ClassVar[bool] = False
+    same_family_teacher: ClassVar[bool] = False  # LIT: the teacher's sections feed the student's
+    selects_on_validation: ClassVar[bool] = True  # best.pt is chosen on validation accuracy (a classifier)
+    image_scaling: ClassVar[str] = "standardise"  # or "symmetric": images in [-1, 1] (generators)
     # the `method.*` keys this method reads; the others cannot change its result
     uses: ClassVar[tuple[str, ...]] = ()
 
-    def __init__(self, cfg: MethodConfig, student: nn.Module, teacher: nn.Module | None = None) -> None:
+    def __init__(
+        self, cfg: MethodConfig, student: nn.Module, teacher: nn.Module | None = None, context: MethodContext | None = None
+    ) -> None:
         self.cfg = cfg
         self.student = student
         self.teacher = teacher
+        self.context = context or MethodContext()
         if teacher is not None:
             teacher.eval()
             teacher.requires_grad_(False)
@@ -41,6 +84,10 @@ class Method(ABC):
         self.frozen = []
         self.student.requires_grad_(True)
         return [p for p in self.trainable_modules().parameters() if p.requires_grad]
+
+    def param_groups(self, phase: str) -> dict[str, list[nn.Parameter]]:
+        """The parameters `phase` trains, by optimiser; one group unless a method has several players."""
+        return {MODEL_GROUP: self.start_phase(phase)}
 
     def trainable_modules(self) -> nn.ModuleList:
         return nn.ModuleList([self.student, self.extra_modules()])
@@ -66,10 +113,15 @@ class Method(ABC):
             feats = self.teacher.features(inputs)
             return self.teacher.head(feats[-1]), feats
 
-    @abstractmethod
+    def updates(self, step: Step, inputs: torch.Tensor, labels: torch.Tensor) -> Iterator[Update]:
+        """The updates of one batch, in order; the engine applies each before asking for the next."""
+        logits, terms = self.losses(step.phase, inputs, labels, step.progress)
+        yield Update(MODEL_GROUP, terms, logits)
+
     def losses(self, phase: str, inputs: torch.Tensor, labels: torch.Tensor, progress: float) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Return the student's logits and the named loss terms (already weighted: the
         objective is their sum). `progress` is the fraction of the phase done, in [0, 1]."""
+        raise NotImplementedError(f"{type(self).__name__} implements neither losses() nor updates()")
 
 
 METHODS: Registry[type[Method]] = Registry("method")

@@ -51,8 +51,8 @@ class FitNets(Method):
     needs_teacher = True
     uses = ("teacher", "hard_weight", "temperature", "hint_section", "tuned")
 
-    def __init__(self, cfg, student, teacher=None):
-        super().__init__(cfg, student, teacher)
+    def __init__(self, cfg, student, teacher=None, context=None):
+        super().__init__(cfg, student, teacher, context)
         hint = default_hint_section(len(student.sections)) if cfg.hint_section is None else cfg.hint_section
         sections = min(len(student.sections), len(teacher.sections))
         if not 0 <= hint < sections:

@@ -45,11 +45,12 @@ def running_stats_untouched(module: nn.Module) -> Iterator[None]:
 class LIT(Method):
     phases = ("lit", "finetune")
     needs_teacher = True
+    same_family_teacher = True
     uses = ("teacher", "hard_weight", "temperature", "kd_weight", "kd_weight_schedule",
             "copy_stem_head", "freeze_stem_head", "finetune_freeze_stem_head", "tuned")
 
-    def __init__(self, cfg, student, teacher=None):
-        super().__init__(cfg, student, teacher)
+    def __init__(self, cfg, student, teacher=None, context=None):
+        super().__init__(cfg, student, teacher, context)
         if len(student.sections) != len(teacher.sections):
             raise ValueError(
                 f"LIT needs as many sections in the student ({len(student.sections)}) as in the teacher ({len(teacher.sections)})"

@@ -6,7 +6,7 @@ from typing import Any, Callable
 
 from torch import nn
 
-from lit.registry import Registry
+from lit.runtime.registry import Registry
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model family")
 register_model = MODELS.register

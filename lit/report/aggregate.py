@@ -26,7 +26,7 @@ from typing import Any, Iterable
 import pandas as pd
 import yaml
 
-from lit.files import atomic_write_text
+from lit.runtime.files import atomic_write_text
 
 COLUMNS = [
     "experiment", "run_id", "role", "method", "family", "depth", "seed", "data",

@@ -23,7 +23,7 @@ from lit.report.aggregate import COLUMNS, WEIGHT_NAMES
 from lit.report.experiment_tables import (
     ExperimentTables, compression_table, fid_table, method_order, summary_table, tabulate_experiment,
 )
-from lit.files import atomic_write_bytes, atomic_write_text
+from lit.runtime.files import atomic_write_bytes, atomic_write_text
 from lit.report.files import file_stem
 from lit.report.markdown import compression_markdown, fid_markdown, points_text, summary_markdown
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from lit.files import atomic_write_text
+from lit.runtime.files import atomic_write_text
 
 
 def condense(table: pd.DataFrame) -> dict:

@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from lit.files import atomic_write
+from lit.runtime.files import atomic_write
 
 
 class CheckpointError(RuntimeError):

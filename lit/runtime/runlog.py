@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from lit.files import atomic_write_text
+from lit.runtime.files import atomic_write_text
 
 
 def write_json(path: str | Path, payload: dict[str, Any]) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from lit.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from lit.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from lit.models import build_model
 
 

@@ -1,0 +1,3 @@
+"""Shared infrastructure that every layer may use: device and precision, atomic files,
+checkpoint I/O, the run log, seeding and the name registry. Nothing here imports a
+model, data set, method or the engine."""
