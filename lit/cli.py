@@ -8,14 +8,13 @@ from pathlib import Path
 
 VERBS_HELP = """\
 verbs:
-  train         train a teacher or a scratch model, or distil a student (kd, lit) from a teacher
+  train         train a teacher (scratch, or a StarGAN with method.name=stargan), or distil a
+                student from a teacher (kd, lit, fitnets; gan_lit for generators)
   tune          choose tau, then alpha (KD), then beta (LIT) on validation accuracy -> tuned.json
-  evaluate      test accuracy, parameters, FLOPs, latency and throughput of a run -> eval.json
+  evaluate      a run -> eval.json: test accuracy (classifiers) or FID and sample grid
+                (generators), parameters, FLOPs, latency and throughput
   prepare-data  download and cache a config's data set (the only step that needs the network)
   show-config   print a config fully resolved, with its defaults and overrides
-  train-gan     train a StarGAN teacher (generator and discriminator)
-  distill-gan   LIT-distil a StarGAN generator with fewer residual blocks from a teacher run
-  evaluate-gan  FID, parameters, FLOPs and latency of a generator run -> eval.json, samples.png
   aggregate     gather run directories into one tidy table (CSV)
   report        figures and tables from an aggregated table
 
@@ -55,30 +54,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--latency-runs", type=int, default=30)
     evaluate.add_argument("--throughput-batch", type=int, default=256)
     evaluate.add_argument("--threads", type=int, help="torch threads for the timings (default: torch's own choice)")
+    evaluate.add_argument("--fid-images", type=int, help="generators: test images translated for FID (default: evaluate.fid_images)")
 
     prepare = verbs.add_parser("prepare-data", help="download and cache the data set a config names")
     _config_args(prepare)
     prepare.add_argument("--output", type=Path, help="also write the split sizes to this JSON file")
-    prepare.add_argument("--gan", action="store_true", help="the config holds GAN settings (see train-gan)")
-
-    train_gan = verbs.add_parser("train-gan", help="train a StarGAN teacher into a run directory")
-    _config_args(train_gan)
-    train_gan.add_argument("--run-dir", type=Path, required=True)
-    train_gan.add_argument("--resume", action="store_true")
-
-    distill_gan = verbs.add_parser("distill-gan", help="LIT-distil a smaller StarGAN generator from a teacher run")
-    _config_args(distill_gan)
-    distill_gan.add_argument("--teacher", type=Path, required=True, help="the teacher's run directory")
-    distill_gan.add_argument("--depth", type=int, required=True, help="residual blocks of the student generator")
-    distill_gan.add_argument("--run-dir", type=Path, required=True)
-    distill_gan.add_argument("--resume", action="store_true")
-
-    evaluate_gan = verbs.add_parser("evaluate-gan", help="score a generator run (FID, cost) into its eval.json")
-    evaluate_gan.add_argument("run_dir", type=Path)
-    evaluate_gan.add_argument("--fid-images", type=int, help="test images translated for FID (default: the run's setting)")
-    evaluate_gan.add_argument("--latency-runs", type=int, default=30)
-    evaluate_gan.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
-
     show = verbs.add_parser("show-config", help="print the resolved config")
     _config_args(show)
 
@@ -95,59 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def load_gan_settings(path: Path, overrides: list[str]):
-    """GAN settings (flat keys, see `lit.engine.gan.GANSettings`) from YAML plus overrides."""
-    import yaml
-
-    from lit.config import ConfigError, apply_override
-    from lit.engine.gan import as_settings
-
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    values = yaml.safe_load(path.read_text()) or {}
-    for override in overrides:
-        apply_override(values, override)
-    return as_settings(values)
-
-
-def run_gan(args: argparse.Namespace) -> None:
-    from lit.engine import gan
-
-    if args.verb == "evaluate-gan":
-        if args.threads:
-            import torch
-
-            torch.set_num_threads(args.threads)
-        result = gan.evaluate_generator_run(args.run_dir, fid_images=args.fid_images, latency_runs=args.latency_runs)
-        print(f"FID {result['fid']:.3f} -> {args.run_dir / 'eval.json'}")
-        return
-    settings = load_gan_settings(args.config, args.overrides)
-    if args.verb == "prepare-data":
-        from lit.runtime.runlog import write_json
-
-        settings.download = True
-        Path(settings.data_root).mkdir(parents=True, exist_ok=True)
-        data = gan.load_gan_data(settings)
-        sizes = {"data": settings.data, "train": len(data.train), "test": len(data.test)}
-        if args.output:
-            write_json(args.output, sizes)
-        print(f"{settings.data}: {sizes['train']} train, {sizes['test']} test")
-        return
-    if args.verb == "train-gan":
-        summary = gan.train_gan(settings, args.run_dir, resume=args.resume)
-    else:
-        summary = gan.distill_generator_lit(args.teacher, args.depth, settings, args.run_dir, resume=args.resume)
-    print(f"done: {summary.get('iterations', '')} iterations -> {args.run_dir}")
+RETIRED_VERBS = {
+    "train-gan": "lit train CONFIG (method.name: stargan)",
+    "distill-gan": "lit train CONFIG method.name=gan_lit method.teacher=TEACHER_RUN model.depth=N",
+    "evaluate-gan": "lit evaluate RUN_DIR",
+}
 
 
 def run(args: argparse.Namespace) -> None:
-    if args.verb in ("train-gan", "distill-gan", "evaluate-gan") or (args.verb == "prepare-data" and args.gan):
-        run_gan(args)
-        return
     if args.verb in ("train", "prepare-data", "show-config"):
-        from lit.config import dump_config, load_config
+        from lit.config import dump_config
+        from lit.engine.runconfig import load_run_config
 
-        cfg = load_config(args.config, args.overrides)
+        cfg = load_run_config(args.config, args.overrides)
         if args.verb == "show-config":
             print(dump_config(cfg), end="")
         elif args.verb == "prepare-data":
@@ -166,13 +106,16 @@ def run(args: argparse.Namespace) -> None:
             from lit.engine.trainer import train
 
             summary = train(cfg, args.run_dir, resume=args.resume)
-            print(f"done: best val_acc {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']} -> {args.run_dir}")
+            if summary["best_val_acc"] is None:
+                print(f"done: {summary['iterations'] or summary['epochs']} {'iterations' if summary['iterations'] else 'epochs'} -> {args.run_dir}")
+            else:
+                print(f"done: best val_acc {summary['best_val_acc']:.4f} at epoch {summary['best_epoch']} -> {args.run_dir}")
     elif args.verb == "tune":
-        from lit.config import load_config
+        from lit.engine.runconfig import load_run_config
         from lit.tune import tune
 
         grids = {"temperature": args.temperatures, "hard_weight": args.hard_weights, "kd_weight": args.kd_weights}
-        tuned = tune(load_config(args.config, args.overrides), args.teacher, grids, args.out_dir)
+        tuned = tune(load_run_config(args.config, args.overrides), args.teacher, grids, args.out_dir)
         print(f"tuned over {tuned['trials']} trials: temperature {tuned['temperature']:g}, hard_weight "
               f"{tuned['hard_weight']:g}, kd_weight {tuned['kd_weight']:g} -> {args.out_dir / 'tuned.json'}")
     elif args.verb == "evaluate":
@@ -182,8 +125,11 @@ def run(args: argparse.Namespace) -> None:
             import torch
 
             torch.set_num_threads(args.threads)
-        result = evaluate_run(args.run_dir, args.devices, args.latency_runs, args.throughput_batch)
-        print(f"test_acc selected {result['test_acc_selected']:.4f}, last {result['test_acc_last']:.4f} -> {args.run_dir / 'eval.json'}")
+        result = evaluate_run(args.run_dir, args.devices, args.latency_runs, args.throughput_batch, args.fid_images)
+        if "fid" in result:
+            print(f"FID {result['fid']:.3f} -> {args.run_dir / 'eval.json'}, {args.run_dir / 'samples.png'}")
+        else:
+            print(f"test_acc selected {result['test_acc_selected']:.4f}, last {result['test_acc_last']:.4f} -> {args.run_dir / 'eval.json'}")
     elif args.verb == "aggregate":
         from lit.report.aggregate import aggregate_runs
 
@@ -201,6 +147,10 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in RETIRED_VERBS:
+        print(f"lit: '{argv[0]}' is retired: GAN runs use the common verbs; use `{RETIRED_VERBS[argv[0]]}`", file=sys.stderr)
+        return 2
     args = build_parser().parse_args(argv)
     from lit.config import ConfigError
     from lit.runtime.checkpoint import CheckpointError

@@ -75,7 +75,7 @@ class PhaseConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])  # Adam's
     weight_decay: float = 1e-4
     schedule: Literal["multistep", "cosine", "linear", "constant"] = "multistep"
-    milestones: list[int] = field(default_factory=list)  # epochs (within the phase) where lr *= gamma
+    milestones: list[int] = field(default_factory=list)  # epochs (iterations) within the phase where lr *= gamma
     gamma: float = 0.1
     decay_start: int | None = None  # linear: the step (within the phase) where lr starts falling to 0 (None: half-way)
     warmup_iters: int = 0  # iterations at `warmup_lr` before the schedule starts (the ResNet paper: ResNet-110)
@@ -255,15 +255,12 @@ def validate_phase(key: str, settings: PhaseConfig) -> None:
             raise ConfigError(f"config key {key}.{name}: expected a positive number, got {lr}")
     if len(settings.betas) != 2 or not all(0.0 <= b < 1.0 for b in settings.betas):
         raise ConfigError(f"config key {key}.betas: expected two numbers in [0, 1), got {settings.betas}")
-    bad = [m for m in settings.milestones if not 0 < m <= max(settings.epochs, 1)]
+    length, unit = (settings.epochs, "epochs") if settings.iterations is None else (settings.iterations, "iterations")
+    bad = [m for m in settings.milestones if not 0 < m <= max(length, 1)]
     if bad:
-        raise ConfigError(f"config key {key}.milestones: {bad} lie outside the phase's {settings.epochs} epochs")
-    length = settings.iterations if settings.iterations is not None else None
-    if settings.decay_start is not None and (settings.decay_start < 0 or (length is not None and settings.decay_start > length)):
-        raise ConfigError(
-            f"config key {key}.decay_start: expected a step in [0, {length if length is not None else 'the phase length'}], "
-            f"got {settings.decay_start}"
-        )
+        raise ConfigError(f"config key {key}.milestones: {bad} lie outside the phase's {length} {unit}")
+    if settings.decay_start is not None and (settings.decay_start < 0 or (unit == "iterations" and settings.decay_start > length)):
+        raise ConfigError(f"config key {key}.decay_start: expected a step in [0, the phase's {length} {unit}], got {settings.decay_start}")
 
 
 def from_dict(values: dict[str, Any]) -> RunConfig:

@@ -29,7 +29,7 @@ from lit.evaluate.accuracy import accuracy
 from lit.runtime.files import atomic_write
 
 REPO = Path(__file__).resolve().parents[1]
-TIMING_KEYS = {"images_per_s", "epoch_seconds"}
+TIMING_KEYS = {"images_per_s", "seconds"}
 
 
 class Killed(BaseException):

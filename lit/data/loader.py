@@ -40,8 +40,9 @@ def augment_batch(images: torch.Tensor, augment: Augment, generator: torch.Gener
 class Batches:
     """Iterates one split in batches of (inputs, labels) on `device`.
 
-    Images come out as float tensors normalised with the training split's statistics
-    (in `memory_format`); token ids come out unchanged.
+    Images come out as float tensors (in `memory_format`), standardised with the training
+    split's statistics, or scaled to [-1, 1] with `scaling="symmetric"` (what a generator
+    with a tanh output reads and writes); token ids come out unchanged.
     """
 
     def __init__(
@@ -53,7 +54,10 @@ class Batches:
         train: bool = False,
         generator: torch.Generator | None = None,
         memory_format: torch.memory_format = torch.contiguous_format,
+        scaling: str = "standardise",
     ) -> None:
+        if scaling not in ("standardise", "symmetric"):
+            raise ValueError(f"image scaling must be 'standardise' or 'symmetric', got {scaling!r}")
         self.device = torch.device(device)
         self.inputs = split.inputs.to(self.device)
         self.labels = split.labels.to(self.device)
@@ -63,7 +67,8 @@ class Batches:
         self.augment = data.augment if train else Augment()
         self.generator = generator or torch.Generator(device=self.device).manual_seed(0)
         self.memory_format = memory_format
-        if data.kind == "image":
+        self.scaling = scaling
+        if data.kind == "image" and scaling == "standardise":
             shape = (1, -1, 1, 1)
             self.mean = torch.tensor(data.mean, device=self.device).view(shape) * 255.0
             self.std = torch.tensor(data.std, device=self.device).view(shape) * 255.0
@@ -87,4 +92,35 @@ class Batches:
         if self.kind != "image":
             return inputs.long()
         images = augment_batch(inputs.float(), self.augment, self.generator)
-        return ((images - self.mean) / self.std).contiguous(memory_format=self.memory_format)
+        scaled = images / 127.5 - 1.0 if self.scaling == "symmetric" else (images - self.mean) / self.std
+        return scaled.contiguous(memory_format=self.memory_format)
+
+
+class BatchStream:
+    """Endless training batches for iteration-based phases: a new order of the split every
+    pass (drawn from the batches' generator), the incomplete last batch dropped. The order
+    and the position in it are its state, so with the generator's state a run resumes
+    mid-pass exactly."""
+
+    def __init__(self, batches: Batches) -> None:
+        if len(batches.labels) < batches.batch_size:
+            raise ValueError(f"the batch size ({batches.batch_size}) exceeds the {len(batches.labels)} training examples")
+        self.batches = batches
+        self.order: torch.Tensor | None = None
+        self.cursor = 0
+
+    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+        batches, size = self.batches, self.batches.batch_size
+        if self.order is None or self.cursor + size > len(self.order):
+            self.order = torch.randperm(len(batches.labels), generator=batches.generator, device=batches.device)
+            self.cursor = 0
+        index = self.order[self.cursor : self.cursor + size]
+        self.cursor += size
+        return batches.prepare(batches.inputs[index]), batches.labels[index]
+
+    def state_dict(self) -> dict:
+        return {"order": None if self.order is None else self.order.cpu(), "cursor": self.cursor}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.order = None if state["order"] is None else state["order"].to(self.batches.device)
+        self.cursor = int(state["cursor"])

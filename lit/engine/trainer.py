@@ -1,37 +1,43 @@
-"""The one training loop for every classifier method.
+"""The one training loop, for every family and method.
 
-Phases come from the method; each phase has its own optimiser and schedule. After every
-epoch the student is validated, the best-on-validation model is kept, and the complete
-training state is written atomically, so `resume=True` continues a killed run to the same
-final weights as an uninterrupted one.
+Phases come from the method; each phase has its own optimisers (one per parameter group
+the method names) and schedule, and counts epochs or, where `iterations` is set,
+iterations over endless batches (GANs). A method yields the updates of each batch; the
+engine applies them in order, stops on a NaN or infinite loss, and logs every loss term.
+After every epoch (every `train.checkpoint_every` iterations) the student is validated
+where the method selects on validation, `best.pt` and `last.pt` are written, and the
+complete training state is written atomically, so `resume=True` continues a killed run
+to the same final weights as an uninterrupted one.
 """
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import torch
 import yaml
 from torch import nn
 
-from lit.config import ConfigError, PhaseConfig, RunConfig, apply_tuned, config_hash, dump_config, from_dict
-from lit.data import Batches, DataSplits, load_data
-from lit.runtime.checkpoint import load_checkpoint, save_checkpoint
-from lit.runtime.files import atomic_write_text
-from lit.runtime.device import autocast, compile_mode, compile_sectioned, resolve_device, resolve_precision
+from lit.config import ConfigError, PhaseConfig, RunConfig, apply_tuned, dump_config, from_dict
+from lit.data import Batches, BatchStream, DataSplits, load_data
 from lit.engine.frozen import freeze_for_inference
-from lit.models.io import load_model, model_spec, save_model, unwrap
-from lit.runtime.runlog import MetricsLog, write_json
+from lit.engine.runconfig import check_run_config, config_hash
 from lit.engine.schedule import learning_rate
-from lit.runtime.seeding import rng_state, seed_everything, set_rng_state
 from lit.evaluate.accuracy import accuracy
+from lit.evaluate.cost import count_parameters
 from lit.methods import METHODS, Method
+from lit.methods.base import MethodContext, Step, Update
 from lit.models import build_model
+from lit.models.io import load_model, model_spec, save_model, unwrap
+from lit.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from lit.runtime.device import autocast, compile_mode, compile_sectioned, resolve_device, resolve_precision
+from lit.runtime.files import atomic_write_text
+from lit.runtime.runlog import MetricsLog, write_json
+from lit.runtime.seeding import rng_state, seed_everything, set_rng_state
 
 
 class TrainingDiverged(RuntimeError):
@@ -44,37 +50,86 @@ class Progress:
 
     phase_index: int = 0
     epoch_in_phase: int = 0  # completed epochs of the current phase
-    epoch: int = 0  # completed epochs over all phases
+    epoch: int = 0  # completed epochs over all epoch-based phases
+    iteration_in_phase: int = 0  # completed iterations of the current (iteration-based) phase
+    iteration: int = 0  # completed iterations over all iteration-based phases
     best_val_acc: float = -1.0
     best_epoch: int = 0
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+class Meter:
+    """Sums of the loss terms, correct predictions and images since the last record."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.sums: dict[str, torch.Tensor] = {}
+        self.counts: dict[str, int] = {}
+        self.correct = torch.zeros((), device=device)
+        self.classified = self.images = 0
+        self.started = time.perf_counter()
+
+    def add(self, update: Update, labels: torch.Tensor) -> None:
+        for name, value in update.terms.items():
+            self.sums[name] = self.sums.get(name, 0.0) + value.detach().float()
+            self.counts[name] = self.counts.get(name, 0) + 1
+        if update.logits is not None:
+            self.correct += (update.logits.argmax(1) == labels).sum()
+            self.classified += len(labels)
+
+    def record(self, phase: str, lrs: dict[str, float]) -> dict[str, Any]:
+        seconds = time.perf_counter() - self.started
+        record: dict[str, Any] = {f"loss_{name}": (total / self.counts[name]).item() for name, total in self.sums.items()}
+        first, *others = lrs
+        record.update(phase=phase, lr=lrs[first], **{f"lr_{group}": lrs[group] for group in others})
+        if self.classified:
+            record["train_acc"] = (self.correct / self.classified).item()
+        record.update(images_per_s=self.images / seconds, seconds=seconds)
+        record["loss"] = sum(v for k, v in record.items() if k.startswith("loss_"))
+        return record
+
+
+def phase_length(settings: PhaseConfig) -> int:
+    return settings.epochs if settings.iterations is None else settings.iterations
+
+
 def build_student(cfg: RunConfig, data: DataSplits) -> tuple[nn.Module, dict[str, Any]]:
     options = {"in_channels": data.in_channels, "num_classes": data.num_classes, **cfg.model.options}
     spec = model_spec(cfg.model.family, cfg.model.depth, options)
-    return build_model(spec["family"], spec["depth"], **spec["options"]), spec
+    try:
+        return build_model(spec["family"], spec["depth"], **spec["options"]), spec
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f"config key 'model': cannot build {cfg.model.family}-{cfg.model.depth} with options {cfg.model.options}: {err}") from None
 
 
-def load_teacher(cfg: RunConfig, student_spec: dict[str, Any], device: torch.device) -> nn.Module:
+def load_teacher(cfg: RunConfig, method: type[Method], student_spec: dict[str, Any], device: torch.device) -> nn.Module:
     teacher, state = load_model(cfg.method.teacher, "best", device)
     teacher_spec = state["spec"]
-    if teacher_spec["options"].get("num_classes") != student_spec["options"].get("num_classes"):
+    for option in ("num_classes", "in_channels"):
+        if teacher_spec["options"].get(option) != student_spec["options"].get(option):
+            raise ConfigError(
+                f"config key 'method.teacher': teacher {cfg.method.teacher} has {option} {teacher_spec['options'].get(option)}, "
+                f"the data set {student_spec['options'].get(option)}"
+            )
+    if method.same_family_teacher and teacher_spec["family"] != student_spec["family"]:
         raise ConfigError(
-            f"config key 'method.teacher': teacher {cfg.method.teacher} predicts "
-            f"{teacher_spec['options'].get('num_classes')} classes, the data set has {student_spec['options'].get('num_classes')}"
-        )
-    if cfg.method.name == "lit" and teacher_spec["family"] != student_spec["family"]:
-        raise ConfigError(
-            f"config key 'method.teacher': LIT needs a teacher of the student's family "
+            f"config key 'method.teacher': {cfg.method.name} needs a teacher of the student's family "
             f"({student_spec['family']}), got a {teacher_spec['family']} teacher"
         )
     return teacher
 
 
+def load_teacher_extras(teacher: str) -> dict[str, Any] | None:
+    """The modules a teacher run's method trained beside its model (a GAN's discriminator),
+    from the teacher run's final training state; None for a bare checkpoint file."""
+    state_path = Path(teacher) / "checkpoints" / "state.pt"
+    if not state_path.is_file():
+        return None
+    return load_checkpoint(state_path, kind="train-state")["extra"]
+
+
 class Trainer:
     def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> None:
-        cfg = apply_tuned(cfg)  # tuned tau, alpha, beta first: config.yaml records the values used
+        cfg = check_run_config(apply_tuned(cfg))  # tuned tau, alpha, beta first: config.yaml records the values used
         self.cfg = cfg
         self.run_dir = Path(run_dir)
         self.state_path = self.run_dir / "checkpoints" / "state.pt"
@@ -85,9 +140,19 @@ class Trainer:
         self.device = resolve_device(cfg.train.device)
         self.dtype = resolve_precision(cfg.train, self.device)
         self.data = load_data(cfg.data)
+        method_class = METHODS.get(cfg.method.name)
         self.student, self.spec = build_student(cfg, self.data)
-        teacher = load_teacher(cfg, self.spec, self.device) if METHODS.get(cfg.method.name).needs_teacher else None
-        self.method: Method = METHODS.get(cfg.method.name)(cfg.method, self.student, teacher)
+        teacher = load_teacher(cfg, method_class, self.spec, self.device) if method_class.needs_teacher else None
+        self.phases = [p for p in method_class.phases if phase_length(cfg.train.phases[p]) > 0]
+        context = MethodContext(
+            input_shape=self.data.input_shape,
+            active_phases=tuple(self.phases),
+            teacher_extras=load_teacher_extras(cfg.method.teacher) if teacher is not None else None,
+        )
+        try:
+            self.method: Method = method_class(cfg.method, self.student, teacher, context)
+        except ValueError as err:  # an architecture the method cannot pair (sections, shapes)
+            raise ConfigError(f"method {cfg.method.name!r}: {err}") from None
         if teacher is not None:  # after the method read it: LIT copies its stem and head, FitNets sizes its regressor by its batch norms
             freeze_for_inference(teacher)
         self.memory_format = torch.contiguous_format
@@ -101,13 +166,20 @@ class Trainer:
                 if model is not None:
                     compile_sectioned(model, compile_mode(self.device))
         self.loader_rng = torch.Generator(device=self.device).manual_seed(cfg.seed)
-        self.train_batches = Batches(self.data.train, self.data, cfg.train.batch_size, self.device, True, self.loader_rng, self.memory_format)
+        self.train_batches = Batches(
+            self.data.train, self.data, cfg.train.batch_size, self.device, True, self.loader_rng, self.memory_format,
+            method_class.image_scaling,
+        )
         if len(self.train_batches) == 0:
             raise ConfigError(f"data set {cfg.data.name!r} gives an empty training split (data.options {cfg.data.options})")
-        self.val_batches = Batches(self.data.val, self.data, cfg.train.eval_batch_size, self.device, False, memory_format=self.memory_format)
+        self.stream = BatchStream(self.train_batches) if any(cfg.train.phases[p].iterations is not None for p in self.phases) else None
+        self.val_batches = Batches(
+            self.data.val, self.data, cfg.train.eval_batch_size, self.device, False, memory_format=self.memory_format,
+            scaling=method_class.image_scaling,
+        )
         self.log = MetricsLog(self.run_dir / "metrics.jsonl")
         self.progress = Progress()
-        self.optimizer: torch.optim.Optimizer | None = None
+        self.optimizers: dict[str, torch.optim.Optimizer] = {}
         # written only now: a config that cannot build its data or models leaves no run directory
         self.run_dir.mkdir(parents=True, exist_ok=True)
         atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
@@ -133,19 +205,24 @@ class Trainer:
             "format": "lit-checkpoint/1", "kind": "train-state",
             "progress": vars(self.progress), "spec": self.spec,
             "model": unwrap(self.student).state_dict(), "extra": self.method.extra_modules().state_dict(),
-            "optimizer": self.optimizer.state_dict() if self.optimizer else {},
+            "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
             "rng": rng_state(), "loader_rng": self.loader_rng.get_state(),
+            "stream": self.stream.state_dict() if self.stream is not None else None,
         }
         save_checkpoint(state, self.state_path)
 
     def restore_state(self) -> dict[str, Any]:
         state = load_checkpoint(self.state_path, map_location="cpu", kind="train-state")
+        if "optimizers" not in state:
+            raise CheckpointError(f"{self.state_path} was written by an older lit (no 'optimizers' entry): start the run anew")
         unwrap(self.student).load_state_dict(state["model"])
         self.method.extra_modules().load_state_dict(state["extra"])
         self.progress = Progress(**state["progress"])
         set_rng_state(state["rng"])
         self.loader_rng.set_state(state["loader_rng"])
-        self.log.truncate_after(self.progress.epoch, key="epoch")
+        if self.stream is not None and state["stream"] is not None:
+            self.stream.load_state_dict(state["stream"])
+        self.log.truncate_after(epoch=self.progress.epoch, iteration=self.progress.iteration)
         return state
 
     # ------------------------------------------------------------ the loop
@@ -155,105 +232,163 @@ class Trainer:
         if not self.resuming:  # a fresh run starts a fresh log (a killed first epoch may have left one)
             self.log.path.unlink(missing_ok=True)
         started = time.perf_counter()
-        phases = self.method.phases
-        for phase_index in range(self.progress.phase_index, len(phases)):
-            phase = phases[phase_index]
+        for phase_index in range(self.progress.phase_index, len(self.phases)):
+            phase = self.phases[phase_index]
             settings = self.cfg.train.phases[phase]
-            params = self.method.start_phase(phase)
-            self.optimizer = self.make_optimizer(settings, params)
-            if saved is not None and saved["optimizer"] and phase_index == self.progress.phase_index:
-                self.optimizer.load_state_dict(saved["optimizer"])
+            self.optimizers = self.make_optimizers(settings, self.method.param_groups(phase))
+            if saved is not None and phase_index == self.progress.phase_index:
+                for name, optimizer_state in saved["optimizers"].items():
+                    self.optimizers[name].load_state_dict(optimizer_state)
             saved = None
             if self.progress.phase_index != phase_index:
-                self.progress.phase_index, self.progress.epoch_in_phase = phase_index, 0
-            while self.progress.epoch_in_phase < settings.epochs:
-                record = self.train_epoch(phase, settings)
-                self.end_epoch(record)
+                self.progress.phase_index, self.progress.epoch_in_phase, self.progress.iteration_in_phase = phase_index, 0, 0
+            if settings.iterations is None:
+                while self.progress.epoch_in_phase < settings.epochs:
+                    self.end_epoch(self.train_epoch(phase, settings))
+            else:
+                self.train_iterations(phase, settings)
         return self.finish(time.perf_counter() - started)
 
-    def make_optimizer(self, settings: PhaseConfig, params: list[nn.Parameter]) -> torch.optim.Optimizer:
-        lr = self.scaled_lr(settings)
+    def make_optimizers(self, settings: PhaseConfig, groups: dict[str, list[nn.Parameter]]) -> dict[str, torch.optim.Optimizer]:
+        return {name: self.make_optimizer(settings, params, self.base_lr(settings, name)) for name, params in groups.items()}
+
+    def make_optimizer(self, settings: PhaseConfig, params: list[nn.Parameter], lr: float) -> torch.optim.Optimizer:
         if settings.optimizer == "adam":
-            return torch.optim.Adam(params, lr=lr, weight_decay=settings.weight_decay)
+            return torch.optim.Adam(params, lr=lr, betas=tuple(settings.betas), weight_decay=settings.weight_decay)
         return torch.optim.SGD(params, lr=lr, momentum=settings.momentum, nesterov=settings.nesterov, weight_decay=settings.weight_decay)
 
-    def scaled_lr(self, settings: PhaseConfig) -> float:
+    def base_lr(self, settings: PhaseConfig, group: str) -> float:
         reference = self.cfg.train.lr_reference_batch
-        return settings.lr * (self.cfg.train.batch_size / reference if reference else 1.0)
+        return settings.group_lr.get(group, settings.lr) * (self.cfg.train.batch_size / reference if reference else 1.0)
+
+    def set_learning_rates(self, settings: PhaseConfig, epoch: int, step: int, steps: int) -> dict[str, float]:
+        lrs = {}
+        for name, optimizer in self.optimizers.items():
+            lrs[name] = learning_rate(settings, self.base_lr(settings, name), epoch, step, steps)
+            for group in optimizer.param_groups:
+                group["lr"] = lrs[name]
+        return lrs
+
+    def train_step(self, step: Step, inputs: torch.Tensor, labels: torch.Tensor, meter: Meter, check: bool) -> None:
+        """The method's updates of one batch, each applied before the next is computed
+        (a generator step sees the discriminator this batch already moved)."""
+        updates = self.method.updates(step, inputs, labels)
+        while True:
+            with autocast(self.device, self.dtype):
+                update = next(updates, None)
+            if update is None:
+                break
+            loss = sum(update.terms.values())
+            optimizer = self.optimizers[update.group]
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            meter.add(update, labels)
+            if check:
+                self.check_finite(loss, update.terms, step)
+        meter.images += len(labels)
 
     def train_epoch(self, phase: str, settings: PhaseConfig) -> dict[str, Any]:
         self.method.train_mode()
         steps, epoch = len(self.train_batches), self.progress.epoch_in_phase
-        sums: dict[str, torch.Tensor] = {}
-        correct = torch.zeros((), device=self.device)
-        seen, started = 0, time.perf_counter()
-        for step, (inputs, labels) in enumerate(self.progress_bar(self.train_batches, phase)):
-            lr = learning_rate(settings, self.scaled_lr(settings), epoch, step, steps)
-            for group in self.optimizer.param_groups:
-                group["lr"] = lr
-            with autocast(self.device, self.dtype):
-                logits, terms = self.method.losses(phase, inputs, labels, (epoch + step / steps) / max(settings.epochs, 1))
-            loss = sum(terms.values())
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            self.optimizer.step()
-            for name, value in terms.items():
-                sums[name] = sums.get(name, 0.0) + value.detach().float()
-            correct += (logits.argmax(1) == labels).sum()
-            seen += len(labels)
-            if self.device.type == "cpu" or step % 25 == 0 or step == steps - 1:
-                self.check_finite(loss, terms, phase, step)
-        seconds = time.perf_counter() - started
-        record = {f"loss_{name}": (total / steps).item() for name, total in sums.items()}
-        record.update(phase=phase, phase_epoch=epoch + 1, lr=lr, train_acc=(correct / max(seen, 1)).item(),
-                      images_per_s=seen / seconds, epoch_seconds=seconds)
-        record["loss"] = sum(v for k, v in record.items() if k.startswith("loss_"))
-        return record
+        meter = Meter(self.device)
+        for index, (inputs, labels) in enumerate(self.progress_bar(self.train_batches, f"{phase} epoch {epoch + 1}", steps)):
+            lrs = self.set_learning_rates(settings, epoch, index, steps)
+            step = Step(phase, epoch * steps + index, (epoch + index / steps) / max(settings.epochs, 1), self.loader_rng)
+            self.train_step(step, inputs, labels, meter, self.should_check(index, steps))
+        return {**meter.record(phase, lrs), "phase_epoch": epoch + 1}
 
-    def check_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], phase: str, step: int) -> None:
+    def train_iterations(self, phase: str, settings: PhaseConfig) -> None:
+        """Iterations until the phase ends, a record every `log_every`, validation and a
+        checkpoint every `checkpoint_every` and at the end of the phase."""
+        self.method.train_mode()
+        total, progress, train = settings.iterations, self.progress, self.cfg.train
+        meter = Meter(self.device)
+        for index in self.progress_bar(range(progress.iteration_in_phase, total), phase, total, progress.iteration_in_phase):
+            lrs = self.set_learning_rates(settings, 0, index, total)
+            inputs, labels = self.stream.next()
+            self.train_step(Step(phase, index, index / total, self.loader_rng), inputs, labels, meter, self.should_check(index, total))
+            progress.iteration_in_phase, progress.iteration = index + 1, progress.iteration + 1
+            done = index + 1
+            checkpoint = done % train.checkpoint_every == 0 or done == total
+            if done % train.log_every == 0 or checkpoint:
+                record = {**meter.record(phase, lrs), "phase_iteration": done, "iteration": progress.iteration}
+                meter = Meter(self.device)
+                if checkpoint:
+                    self.end_interval(record)
+                else:
+                    self.log.append(record)
+
+    def should_check(self, index: int, steps: int) -> bool:
+        """Whether to test this step's loss for NaN: every step on a CPU; on a GPU (where the
+        test waits for the device) every 25th and the last."""
+        return self.device.type == "cpu" or index % 25 == 0 or index == steps - 1
+
+    def check_finite(self, loss: torch.Tensor, terms: dict[str, torch.Tensor], step: Step) -> None:
         if not torch.isfinite(loss.detach()).item():
             values = ", ".join(f"{k}={v.item():.4g}" for k, v in terms.items())
+            settings = self.cfg.train.phases[step.phase]
+            if settings.iterations is None:
+                where = f"epoch {self.progress.epoch_in_phase + 1}, step {step.index % len(self.train_batches)}"
+            else:
+                where = f"iteration {step.index + 1}"
             raise TrainingDiverged(
-                f"loss became {loss.item()} in phase {phase!r}, epoch {self.progress.epoch_in_phase + 1}, step {step} "
-                f"({values}); the run stopped and its last complete checkpoint is kept. Lower the learning rate or use train.precision=fp32."
+                f"loss became {loss.item()} in phase {step.phase!r}, {where} ({values}); the run stopped and its last "
+                "complete checkpoint is kept. Lower the learning rate or use train.precision=fp32."
             )
 
-    def progress_bar(self, batches: Batches, phase: str):
+    def progress_bar(self, items: Iterable, description: str, total: int, initial: int = 0) -> Iterable:
         wanted = self.cfg.train.progress
         if wanted == "off" or (wanted == "auto" and not sys.stderr.isatty()):
-            return batches
+            return items
         from tqdm import tqdm
 
-        return tqdm(batches, desc=f"{phase} epoch {self.progress.epoch_in_phase + 1}", leave=False, file=sys.stderr)
+        return tqdm(items, desc=description, total=total, initial=initial, leave=False, file=sys.stderr)
 
     def end_epoch(self, record: dict[str, Any]) -> None:
-        val_acc, val_loss = accuracy(self.student, self.val_batches, self.device, self.dtype)
-        progress = self.progress
-        progress.epoch += 1
-        progress.epoch_in_phase += 1
-        record.update(epoch=progress.epoch, val_acc=val_acc, val_loss=val_loss)
-        if val_acc > progress.best_val_acc:
-            progress.best_val_acc, progress.best_epoch = val_acc, progress.epoch
-            save_model(self.student, self.spec, self.run_dir / "checkpoints" / "best.pt", epoch=progress.epoch, val_acc=val_acc)
-        save_model(self.student, self.spec, self.run_dir / "checkpoints" / "last.pt", epoch=progress.epoch, val_acc=val_acc)
-        # the record before the state: a run killed between the two redoes this epoch (and
-        # truncates its record) instead of resuming past an epoch that was never logged
+        self.progress.epoch += 1
+        self.progress.epoch_in_phase += 1
+        self.end_interval({**record, "epoch": self.progress.epoch})
+
+    def end_interval(self, record: dict[str, Any]) -> None:
+        """Validate (where the method selects), write best.pt and last.pt, the record, then the state."""
+        progress, checkpoints = self.progress, self.run_dir / "checkpoints"
+        position = {"epoch": record.get("epoch", progress.epoch), "iteration": progress.iteration}
+        if self.method.selects_on_validation:
+            val_acc, val_loss = accuracy(self.student, self.val_batches, self.device, self.dtype)
+            record.update(val_acc=val_acc, val_loss=val_loss)
+            if val_acc > progress.best_val_acc:
+                progress.best_val_acc, progress.best_epoch = val_acc, progress.epoch
+                save_model(self.student, self.spec, checkpoints / "best.pt", val_acc=val_acc, **position)
+        else:  # nothing to select on: the model so far is the one to use
+            save_model(self.student, self.spec, checkpoints / "best.pt", **position)
+        save_model(self.student, self.spec, checkpoints / "last.pt", val_acc=record.get("val_acc"), **position)
+        # the record before the state: a run killed between the two redoes this interval (and
+        # truncates its record) instead of resuming past one that was never logged
         self.log.append(record)
         self.save_state()
-        print(
-            f"[{self.cfg.method.name}] epoch {progress.epoch} ({record['phase']} {record['phase_epoch']}): "
-            f"loss {record['loss']:.4f} train_acc {record['train_acc']:.4f} val_acc {val_acc:.4f} "
-            f"lr {record['lr']:.4g} {record['images_per_s']:.0f} img/s",
-            file=sys.stderr, flush=True,
-        )
+        print(self.status_line(record), file=sys.stderr, flush=True)
+
+    def status_line(self, record: dict[str, Any]) -> str:
+        if "phase_epoch" in record:
+            where = f"epoch {record['epoch']} ({record['phase']} {record['phase_epoch']})"
+        else:
+            where = f"iteration {record['iteration']} ({record['phase']} {record['phase_iteration']})"
+        scores = "".join(f" {key} {record[key]:.4f}" for key in ("train_acc", "val_acc") if key in record)
+        return f"[{self.cfg.method.name}] {where}: loss {record['loss']:.4f}{scores} lr {record['lr']:.4g} {record['images_per_s']:.0f} img/s"
 
     def finish(self, seconds: float) -> dict[str, Any]:
         records = self.log.records()
+        selects = self.method.selects_on_validation
         summary = {
             "status": "complete", "method": self.cfg.method.name, "family": self.cfg.model.family,
             "depth": self.cfg.model.depth, "seed": self.cfg.seed, "data": self.cfg.data.name,
-            "epochs": self.progress.epoch, "best_epoch": self.progress.best_epoch,
-            "best_val_acc": self.progress.best_val_acc, "last_val_acc": records[-1]["val_acc"] if records else None,
+            "epochs": self.progress.epoch, "iterations": self.progress.iteration,
+            "best_epoch": self.progress.best_epoch if selects else None,
+            "best_val_acc": self.progress.best_val_acc if selects else None,
+            "last_val_acc": records[-1].get("val_acc") if records else None,
+            "last_metrics": records[-1] if records else {},
+            "params": count_parameters(self.student),
             "mean_images_per_s": sum(r["images_per_s"] for r in records) / max(len(records), 1),
             "device": str(self.device), "precision": str(self.dtype).replace("torch.", ""),
             "seconds_this_session": seconds,

@@ -1,4 +1,4 @@
-"""Evaluate a classifier run directory into its `eval.json`."""
+"""Evaluate a run directory into its `eval.json`: classifiers by accuracy, generators by FID."""
 
 from __future__ import annotations
 
@@ -8,12 +8,13 @@ from typing import Any
 import torch
 import yaml
 
-from lit.config import from_dict
+from lit.config import RunConfig, from_dict
 from lit.data import Batches, DataSplits, load_data
 from lit.models.io import load_model
 from lit.runtime.runlog import read_json, write_json
 from lit.evaluate.accuracy import accuracy
 from lit.evaluate.cost import count_flops, count_parameters, measure_speed
+from lit.evaluate.generator import evaluate_generator
 
 
 def example_input(data: DataSplits, batch: int) -> torch.Tensor:
@@ -24,17 +25,31 @@ def example_input(data: DataSplits, batch: int) -> torch.Tensor:
 
 
 def evaluate_run(run_dir: str | Path, devices: list[str] | None = None, latency_runs: int = 30,
-                 throughput_batch: int = 256) -> dict[str, Any]:
+                 throughput_batch: int = 256, fid_images: int | None = None) -> dict[str, Any]:
+    """Score a finished run into its `eval.json` (and, for a generator, `samples.png`)."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = from_dict(yaml.safe_load(config_path.read_text()))
-    data = load_data(cfg.data)
-    cpu = torch.device("cpu")
     result: dict[str, Any] = {"config": cfg.to_dict()}
     if (run_dir / "summary.json").exists():
         result["train"] = read_json(run_dir / "summary.json")
+    selected, _ = load_model(run_dir, "best")
+    if getattr(selected, "task", "classify") == "translate":
+        device = devices[0] if devices else None
+        result.update(evaluate_generator(run_dir, cfg, device, fid_images, latency_runs=latency_runs))
+    else:
+        result.update(evaluate_classifier(run_dir, cfg, devices, latency_runs, throughput_batch))
+    write_json(run_dir / "eval.json", result)
+    return result
+
+
+def evaluate_classifier(run_dir: Path, cfg: RunConfig, devices: list[str] | None, latency_runs: int,
+                        throughput_batch: int) -> dict[str, Any]:
+    data = load_data(cfg.data)
+    cpu = torch.device("cpu")
+    result: dict[str, Any] = {}
     test_batches = Batches(data.test, data, cfg.train.eval_batch_size)
     models = {}
     for which, label in (("best", "selected"), ("last", "last")):
@@ -50,5 +65,4 @@ def evaluate_run(run_dir: str | Path, devices: list[str] | None = None, latency_
     for name in devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]):
         device = torch.device(name)
         result["speed"][device.type] = measure_speed(model, lambda b: example_input(data, b), device, latency_runs, throughput_batch)
-    write_json(run_dir / "eval.json", result)
     return result

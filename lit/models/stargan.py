@@ -90,6 +90,8 @@ def tile_label(images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
 class StarGANGenerator(Sectioned):
     """`forward(x, c)` translates images `x` in [-1, 1] to the domains `c` (N, c_dim)."""
 
+    task = "translate"
+
     def __init__(
         self, repeat_num: int = 6, conv_dim: int = 64, c_dim: int = 5, image_channels: int = 3, num_sections: int = 1
     ) -> None:

@@ -31,7 +31,7 @@ def _plain(value: Any) -> Any:
 
 
 class MetricsLog:
-    """Appends one JSON object a line; `truncate_after(epoch)` drops lines a resumed run redoes."""
+    """Appends one JSON object a line; `truncate_after(...)` drops lines a resumed run redoes."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
@@ -46,8 +46,9 @@ class MetricsLog:
             return []
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
-    def truncate_after(self, step: int, key: str = "step") -> None:
-        """Keep the records with `key <= step`: what a checkpoint at `step` had already logged."""
-        kept = [r for r in self.records() if r.get(key, 0) <= step]
+    def truncate_after(self, **limits: int) -> None:
+        """Keep the records at or before every limit (`epoch=3, iteration=500`): what a
+        checkpoint taken there had already logged. A record without a key passes it."""
+        kept = [r for r in self.records() if all(r.get(key, 0) <= limit for key, limit in limits.items())]
         text = "".join(json.dumps(r) + "\n" for r in kept)
         atomic_write_text(self.path, text)
