@@ -23,11 +23,11 @@ PLAIN = ["train.precision=fp32", "train.channels_last=false"]
 
 
 def train_and_test(config: Path, overrides: list[str], run_dir: Path) -> float:
-    from lit.config import load_config
+    from lit.engine.runconfig import load_run_config
     from lit.engine.trainer import train
     from lit.evaluate.run import evaluate_run
 
-    train(load_config(config, overrides), run_dir)
+    train(load_run_config(config, overrides), run_dir)
     return evaluate_run(run_dir, devices=["cpu"], latency_runs=1, throughput_batch=8)["test_acc_selected"]
 
 

@@ -15,6 +15,7 @@ verbs:
                 (generators), parameters, FLOPs, latency and throughput
   prepare-data  download and cache a config's data set (the only step that needs the network)
   show-config   print a config fully resolved, with its defaults and overrides
+  plan          list every run a pipeline config (config/*.yaml) asks for, with its run id
   aggregate     gather run directories into one tidy table (CSV)
   report        figures and tables from an aggregated table
 
@@ -61,6 +62,11 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--output", type=Path, help="also write the split sizes to this JSON file")
     show = verbs.add_parser("show-config", help="print the resolved config")
     _config_args(show)
+
+    plan = verbs.add_parser("plan", help="list the runs of a pipeline config: role, method, depth, seed, run id")
+    plan.add_argument("config", type=Path, help="pipeline config (config/*.yaml)")
+    plan.add_argument("--format", choices=("table", "json"), default="table", help="a table, or JSON with every field")
+    plan.add_argument("--results", help="results folder (default: the config's `results`)")
 
     aggregate = verbs.add_parser("aggregate", help="gather run directories into one CSV table")
     aggregate.add_argument("run_dirs", nargs="+", type=Path)
@@ -130,6 +136,10 @@ def run(args: argparse.Namespace) -> None:
             print(f"FID {result['fid']:.3f} -> {args.run_dir / 'eval.json'}, {args.run_dir / 'samples.png'}")
         else:
             print(f"test_acc selected {result['test_acc_selected']:.4f}, last {result['test_acc_last']:.4f} -> {args.run_dir / 'eval.json'}")
+    elif args.verb == "plan":
+        from lit.plan import print_plan
+
+        print_plan(args.config, args.format, args.results)
     elif args.verb == "aggregate":
         from lit.report.aggregate import aggregate_runs
 

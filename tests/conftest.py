@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from lit.config import RunConfig, load_config
+from lit.config import RunConfig
+from lit.engine.runconfig import load_run_config
 
 # One intra-op thread: on a shared two-core machine two threads mostly wait for each
 # other, and a fixed thread count keeps CPU results reproducible from run to run.
@@ -19,7 +20,7 @@ DIGITS_BASE = ("data.name=digits", "train.threads=1", "train.progress=off", "tra
 
 def digits_config(*overrides: str) -> RunConfig:
     """A validated run config on scikit-learn's digits with `key=value` overrides."""
-    return load_config(None, [*DIGITS_BASE, *overrides])
+    return load_run_config(None, [*DIGITS_BASE, *overrides])
 
 
 @pytest.fixture(scope="session")

@@ -6,14 +6,15 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from lit.config import ConfigError, apply_override, dump_config, from_dict, load_config
+from lit.config import ConfigError, apply_override, dump_config
+from lit.engine.runconfig import load_run_config, run_config_from_dict
 
 TEACHER = "method.teacher=runs/teacher"
 
 
 def config_error(*overrides: str) -> str:
     with pytest.raises(ConfigError) as caught:
-        load_config(None, list(overrides))
+        load_run_config(None, list(overrides))
     return str(caught.value)
 
 
@@ -37,7 +38,7 @@ def test_unknown_key_in_a_yaml_file_is_named(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("train:\n  phases:\n    train: {epochs: 2, learning_rate: 0.1}\n")
     with pytest.raises(ConfigError, match=r"'train\.phases\.train\.learning_rate'.*known keys.*\blr\b"):
-        load_config(path)
+        load_run_config(path)
 
 
 # ---------------------------------------------------------------- wrong types and ranges
@@ -84,7 +85,7 @@ def test_out_of_range_values_name_the_key(override, key, value):
 
 
 def test_in_range_edges_are_accepted():
-    cfg = load_config(None, ["method.hard_weight=1", "method.kd_weight=0", "data.val_fraction=0.5", "train.phases.train.epochs=1"])
+    cfg = load_run_config(None, ["method.hard_weight=1", "method.kd_weight=0", "data.val_fraction=0.5", "train.phases.train.epochs=1"])
     assert (cfg.method.hard_weight, cfg.method.kd_weight, cfg.data.val_fraction) == (1.0, 0.0, 0.5)
     assert isinstance(cfg.method.hard_weight, float)
 
@@ -105,7 +106,7 @@ def test_kd_without_a_teacher_names_method_teacher():
 
 def test_scratch_needs_its_train_phase_only():
     assert "train.phases.train" in config_error("method.name=scratch")
-    cfg = load_config(None, ["train.phases.train.epochs=3"])
+    cfg = load_run_config(None, ["train.phases.train.epochs=3"])
     assert cfg.method.teacher is None and list(cfg.train.phases) == ["train"]
 
 
@@ -113,7 +114,7 @@ def test_scratch_needs_its_train_phase_only():
 
 
 def test_overrides_reach_nested_phase_keys_and_keep_the_other_defaults():
-    cfg = load_config(None, ["method.name=lit", TEACHER, "train.phases.lit.lr=0.01",
+    cfg = load_run_config(None, ["method.name=lit", TEACHER, "train.phases.lit.lr=0.01",
                              "train.phases.lit.epochs=3", "train.phases.finetune.epochs=2"])
     assert cfg.train.phases["lit"].lr == 0.01 and cfg.train.phases["lit"].epochs == 3
     assert cfg.train.phases["lit"].momentum == 0.9  # the default of the phase
@@ -124,13 +125,13 @@ def test_overrides_reach_nested_phase_keys_and_keep_the_other_defaults():
 def test_overrides_override_the_yaml_file(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("model: {depth: 56}\ntrain:\n  phases:\n    train: {epochs: 15, lr: 0.02}\n")
-    cfg = load_config(path, ["model.depth=8", "train.phases.train.lr=0.5"])
+    cfg = load_run_config(path, ["model.depth=8", "train.phases.train.lr=0.5"])
     assert cfg.model.depth == 8 and cfg.model.family == "resnet"
     assert cfg.train.phases["train"].lr == 0.5 and cfg.train.phases["train"].epochs == 15
 
 
 def test_overrides_read_lists_mappings_scientific_floats_and_nulls():
-    cfg = load_config(None, [
+    cfg = load_run_config(None, [
         "train.phases.train.milestones=[2, 4]", "train.phases.train.weight_decay=1e-4", "train.phases.train.lr=5E-2",
         "model.options={widths: [8, 16, 32]}", "train.threads=null", "train.progress=off", "data.download=true",
     ])
@@ -145,19 +146,19 @@ def test_overrides_read_lists_mappings_scientific_floats_and_nulls():
 def test_progress_on_and_off_read_as_yaml_booleans_still_mean_on_and_off(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text("train:\n  progress: on\n  phases: {train: {epochs: 1}}\n")
-    assert load_config(path).train.progress == "on"
-    assert load_config(path, ["train.progress=off"]).train.progress == "off"
+    assert load_run_config(path).train.progress == "on"
+    assert load_run_config(path, ["train.progress=off"]).train.progress == "off"
 
 
 @pytest.mark.parametrize("override", ["model.depth", "=8", "model..depth=8", ".depth=8", "model.depth.=8"])
 def test_bad_override_syntax_is_refused(override):
     with pytest.raises(ConfigError, match="override"):
-        load_config(None, [override])
+        load_run_config(None, [override])
 
 
 def test_an_override_below_a_value_that_is_not_a_mapping_is_refused():
     with pytest.raises(ConfigError, match="'seed' is not a mapping"):
-        load_config(None, ["seed=1", "seed.x=1"])
+        load_run_config(None, ["seed=1", "seed.x=1"])
 
 
 def test_apply_override_keeps_the_rest_of_the_text_after_the_first_equals_sign():
@@ -171,21 +172,21 @@ def test_apply_override_keeps_the_rest_of_the_text_after_the_first_equals_sign()
 
 def test_missing_or_non_mapping_config_files_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="does not exist"):
-        load_config(tmp_path / "absent.yaml")
+        load_run_config(tmp_path / "absent.yaml")
     (tmp_path / "list.yaml").write_text("- 1\n- 2\n")
     with pytest.raises(ConfigError, match="mapping"):
-        load_config(tmp_path / "list.yaml")
+        load_run_config(tmp_path / "list.yaml")
     (tmp_path / "bad.yaml").write_text("model: {depth: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
-        load_config(tmp_path / "bad.yaml")
+        load_run_config(tmp_path / "bad.yaml")
 
 
 def test_dumped_config_reads_back_identical():
-    cfg = load_config(None, [
+    cfg = load_run_config(None, [
         "method.name=lit", TEACHER, "train.phases.lit={epochs: 3, lr: 1e-4, milestones: [1, 2], weight_decay: 5e-4}",
         "train.phases.finetune={epochs: 1, lr: 1e30}", "model.options={widths: [8, 16, 32]}", "train.threads=1",
     ])
-    again = from_dict(yaml.safe_load(dump_config(cfg)))
+    again = run_config_from_dict(yaml.safe_load(dump_config(cfg)))
     assert again == cfg and again.to_dict() == cfg.to_dict()
 
 
@@ -193,8 +194,8 @@ def test_the_repository_run_configs_are_valid():
     from pathlib import Path
 
     root = Path(__file__).resolve().parents[1] / "config" / "runs"
-    teacher = load_config(root / "digits-teacher.yaml")
+    teacher = load_run_config(root / "digits-teacher.yaml")
     assert (teacher.model.depth, teacher.method.name) == (56, "scratch")
     for method in ("scratch", "kd", "lit"):
-        student = load_config(root / "digits-student.yaml", [f"method.name={method}", TEACHER])
+        student = load_run_config(root / "digits-student.yaml", [f"method.name={method}", TEACHER])
         assert student.model.depth == 8 and student.method.hard_weight == 0.95

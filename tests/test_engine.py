@@ -250,8 +250,8 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(method, precis
     summary = train(digits_config(*overrides), run_dir, resume=True)
     for which in ("last", "best"):
         assert_same_weights(model_state(run_dir, which), model_state(reference, which))
-    assert_same_weights(load_checkpoint(run_dir / "checkpoints" / "state.pt")["optimizer"]["state"][0],
-                        load_checkpoint(reference / "checkpoints" / "state.pt")["optimizer"]["state"][0])
+    assert_same_weights(load_checkpoint(run_dir / "checkpoints" / "state.pt")["optimizers"]["model"]["state"][0],
+                        load_checkpoint(reference / "checkpoints" / "state.pt")["optimizers"]["model"]["state"][0])
     rows = records(run_dir)
     assert [r["epoch"] for r in rows] == list(range(1, len(records(reference)) + 1))
     assert without_timing(rows) == without_timing(records(reference))

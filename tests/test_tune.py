@@ -16,7 +16,8 @@ import lit.evaluate.run as evaluate_module
 import lit.tune as tune_module
 from conftest import digits_config
 from lit.cli import main as cli_main
-from lit.config import ConfigError, config_hash
+from lit.config import ConfigError
+from lit.engine.runconfig import config_hash
 from lit.tune import tune
 
 TRAIN_PHASES = (

@@ -4,7 +4,7 @@
 
 rule prepare_data:
     input:
-        config=lambda w: ancient(RUNS[(w.exp, teacher_run_id(w.exp))].base),
+        config=data_config,
     output:
         f"{RESULTS}/runs/{{exp}}/data.json",
     log:
@@ -16,7 +16,6 @@ rule prepare_data:
         # experiments may share a data set: one download and extraction at a time
         data_preparation=1,
     params:
-        args=lambda w: RUNS[(w.exp, teacher_run_id(w.exp))].args,
-        kind=lambda w: "--gan" if experiment_kind(w.exp) == "gan" else "",
+        args=data_args,
     shell:
-        "lit prepare-data {params.kind} {input.config} {params.args} --output {output} > {log} 2>&1"
+        "lit prepare-data {input.config} {params.args} --output {output} > {log} 2>&1"

@@ -9,7 +9,7 @@
 
 rule report_experiment:
     input:
-        lambda w: [ancient(path) for path in experiment_evals(w.exp)],
+        evaluations=experiment_evaluations,
     output:
         table=f"{RESULTS}/{{exp}}/table.csv",
         figure=report(
@@ -36,16 +36,13 @@ rule report_experiment:
     log:
         f"{RESULTS}/logs/{{exp}}/report.log",
     wildcard_constraints:
-        exp="|".join(
-            e for e in config["experiments"] if experiment_kind(e) == "classifier"
-        )
-        or "^$",
+        exp=CLASSIFIER_EXPERIMENTS,
     localrule: True
     conda:
         "../envs/lit.yaml"
     params:
-        run_dirs=lambda w, input: " ".join(str(Path(e).parent) for e in input),
-        out_dir=lambda w: f"{RESULTS}/{w.exp}",
+        run_dirs=evaluated_run_dirs,
+        out_dir=report_dir,
         tolerance=config.get("report", {}).get("tolerance", 0.01),
     shell:
         "(lit aggregate {params.run_dirs} --experiment {wildcards.exp} --output {output.table} "
@@ -53,13 +50,61 @@ rule report_experiment:
         "> {log} 2>&1"
 
 
+# StarGAN experiments: FID by depth, and the teacher's and the shallowest student's
+# translations side by side.
+rule report_gan_experiment:
+    input:
+        evaluations=experiment_evaluations,
+        teacher_samples=teacher_samples,
+        student_samples=student_samples,
+    output:
+        table=f"{RESULTS}/{{exp}}/table.csv",
+        figure=report(
+            f"{RESULTS}/{{exp}}/{{exp}}-depth-vs-fid.png",
+            caption="../report/depth_vs_fid.rst",
+            category="Figures",
+            labels={"experiment": "{exp}", "figure": "residual blocks vs FID"},
+        ),
+        figure_pdf=f"{RESULTS}/{{exp}}/{{exp}}-depth-vs-fid.pdf",
+        fid=report(
+            f"{RESULTS}/{{exp}}/{{exp}}-fid.csv",
+            caption="../report/fid.rst",
+            category="Tables",
+            labels={"experiment": "{exp}", "table": "FID"},
+        ),
+        fid_md=f"{RESULTS}/{{exp}}/{{exp}}-fid.md",
+        teacher_samples=report(
+            f"{RESULTS}/{{exp}}/{{exp}}-samples-teacher.png",
+            caption="../report/samples.rst",
+            category="Figures",
+            labels={"experiment": "{exp}", "figure": "teacher translations"},
+        ),
+        student_samples=report(
+            f"{RESULTS}/{{exp}}/{{exp}}-samples-student.png",
+            caption="../report/samples.rst",
+            category="Figures",
+            labels={"experiment": "{exp}", "figure": "student translations"},
+        ),
+    log:
+        f"{RESULTS}/logs/{{exp}}/report.log",
+    wildcard_constraints:
+        exp=GAN_EXPERIMENTS,
+    localrule: True
+    conda:
+        "../envs/lit.yaml"
+    params:
+        run_dirs=evaluated_run_dirs,
+        out_dir=report_dir,
+    shell:
+        "(lit aggregate {params.run_dirs} --experiment {wildcards.exp} --output {output.table} "
+        "&& lit report {output.table} --output-dir {params.out_dir} "
+        "&& cp {input.teacher_samples} {output.teacher_samples} "
+        "&& cp {input.student_samples} {output.student_samples}) > {log} 2>&1"
+
+
 rule aggregate_all:
     input:
-        [
-            ancient(path)
-            for exp in config["experiments"]
-            for path in experiment_evals(exp)
-        ],
+        evaluations=all_evaluations,
     output:
         table=report(
             f"{RESULTS}/table.csv", caption="../report/table.rst", category="Tables"
@@ -71,6 +116,6 @@ rule aggregate_all:
     conda:
         "../envs/lit.yaml"
     params:
-        run_dirs=lambda w, input: " ".join(str(Path(e).parent) for e in input),
+        run_dirs=evaluated_run_dirs,
     shell:
         "lit aggregate {params.run_dirs} --output {output.table} --metrics {output.metrics} > {log} 2>&1"

@@ -6,9 +6,9 @@
 
 rule tune:
     input:
-        config=lambda w: ancient(TUNINGS[w.exp].base),
+        config=tune_config,
         data=ancient(f"{RESULTS}/runs/{{exp}}/data.json"),
-        teacher=lambda w: ancient(f"{TUNINGS[w.exp].teacher}/checkpoints/best.pt"),
+        teacher=tune_teacher,
     output:
         tuned=f"{RESULTS}/runs/{{exp}}/{{tuning}}/tuned.json",
         trials=f"{RESULTS}/runs/{{exp}}/{{tuning}}/tuning.csv",
@@ -23,10 +23,10 @@ rule tune:
     resources:
         gpu=0,
     params:
-        args=lambda w: TUNINGS[w.exp].args,
-        grids=lambda w: TUNINGS[w.exp].grid_args,
-        teacher=lambda w: TUNINGS[w.exp].teacher,
-        out_dir=lambda w: TUNINGS[w.exp].out_dir,
+        args=tune_args,
+        grids=tune_grids,
+        teacher=tune_teacher_dir,
+        out_dir=tune_out_dir,
     shell:
         "OMP_NUM_THREADS={threads} lit tune {input.config} {params.args} --teacher {params.teacher} "
         "--out-dir {params.out_dir} {params.grids} >> {log} 2>&1"
@@ -34,8 +34,8 @@ rule tune:
 
 rule tuning_report:
     input:
-        trials=lambda w: ancient(f"{TUNINGS[w.exp].out_dir}/tuning.csv"),
-        figure=lambda w: ancient(f"{TUNINGS[w.exp].out_dir}/tuning.png"),
+        trials=tuning_trials,
+        figure=tuning_figure,
     output:
         trials=report(
             f"{RESULTS}/{{exp}}/{{exp}}-tuning.csv",
