@@ -247,7 +247,7 @@ def test_write_report_writes_valid_figures_and_tables(runs, tmp_path):
 
 
 def test_an_interrupted_write_leaves_the_previous_file_and_no_temporary(tmp_path, monkeypatch):
-    from lit import files
+    from lit.runtime import files
 
     target = files.atomic_write_text(tmp_path / "summary.csv", "old\n")
     umask = os.umask(0)
@@ -282,33 +282,35 @@ def write_gan_run(run_dir: Path, method: str, depth: int, seed: int, fid: float,
     return run_dir
 
 
-def write_job_style_gan_run(run_dir: Path, depth: int, fid: float, teacher: Path) -> Path:
-    """A StarGAN LIT run as `lit.engine.gan` writes it: config.json with the job and its settings."""
+def write_gan_run_directory(run_dir: Path, depth: int, seed: int, fid: float, teacher: Path) -> Path:
+    """A gan_lit run as the engine leaves it: config.yaml and summary.json beside an eval.json
+    without a config (read from config.yaml), iterations instead of epochs."""
     run_dir.mkdir(parents=True)
-    job = {"job": "stargan-lit", "teacher": str(teacher / "checkpoints" / "generator.pt"), "student_depth": depth,
-           "settings": {"data": "celeba", "seed": 1, "depth": 6}}
-    evaluation = {"job": "stargan-lit", "family": "stargan", "depth": depth, "data": "celeba", "parameters": 1000 * depth,
-                  "flops_per_image": 1e9 * depth, "latency_ms_cpu_batch1": 10.0 * depth, "fid": fid}
-    (run_dir / "config.json").write_text(json.dumps(job))
+    config = {"seed": seed, "data": {"name": "celeba"}, "model": {"family": "stargan", "depth": depth},
+              "method": {"name": "gan_lit", "teacher": str(teacher), "kd_weight": 0.75}}
+    (run_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    (run_dir / "summary.json").write_text(json.dumps({"epochs": 0, "iterations": 500, "seconds_this_session": 3.0}))
+    evaluation = {"fid": fid, "params": 1000 * depth, "flops": 1e9 * depth, "speed": {"cpu": {"latency_ms_batch1": 10.0 * depth}}}
     (run_dir / "eval.json").write_text(json.dumps(evaluation))
     return run_dir
 
 
 def test_gan_experiment_gets_an_fid_table(tmp_path):
     runs_dir = tmp_path / "stargan" / "runs"
-    teacher = write_gan_run(runs_dir / "teacher-stargan6-s0", "teacher_gan", 6, 0, 20.0)
-    dirs = [teacher, write_gan_run(runs_dir / "lit-stargan3-s0", "lit", 3, 0, 22.0, teacher=str(teacher)),
-            write_job_style_gan_run(runs_dir / "lit-stargan3-s1", 3, 26.0, teacher)]
+    teacher = write_gan_run(runs_dir / "teacher-stargan6-s0", "stargan", 6, 0, 20.0)
+    dirs = [teacher, write_gan_run(runs_dir / "gan_lit-stargan3-s0", "gan_lit", 3, 0, 22.0, teacher=str(teacher)),
+            write_gan_run_directory(runs_dir / "gan_lit-stargan3-s1", 3, 1, 26.0, teacher)]
     table = aggregate_runs(dirs, tmp_path / "table.csv")
-    job_run = table[table["run_id"] == "lit-stargan3-s1"].iloc[0]
-    assert (job_run["method"], job_run["depth"], job_run["seed"], job_run["teacher_run"]) == ("lit", 3, 1, "teacher-stargan6-s0")
-    assert (job_run["params"], job_run["latency_ms_cpu"], job_run["fid"]) == (3000, 30.0, 26.0)
+    run = table[table["run_id"] == "gan_lit-stargan3-s1"].iloc[0]
+    assert (run["method"], run["depth"], run["seed"], run["teacher_run"]) == ("gan_lit", 3, 1, "teacher-stargan6-s0")
+    assert (run["params"], run["latency_ms_cpu"], run["fid"], run["iterations"]) == (3000, 30.0, 26.0, 500)
+    assert math.isnan(run["epochs"]) and math.isnan(run["kd_weight"]), "a GAN run has no epochs and reads no beta"
     assert list(table["role"]) == ["teacher", "student", "student"]
 
     paths = write_report(tmp_path / "table.csv", tmp_path / "report")
     assert {path.name for path in paths} == {"stargan-depth-vs-fid.png", "stargan-depth-vs-fid.pdf", "stargan-fid.csv", "stargan-fid.md"}
     fid = pd.read_csv(tmp_path / "report" / "stargan-fid.csv")
-    student = config_row(fid, "lit", 3)
+    student = config_row(fid, "gan_lit", 3)
     assert (student["n_seeds"], student["fid_mean"]) == (2, 24.0)
     assert student["fid_std"] == pytest.approx(math.sqrt(8.0))  # sample std of 22 and 26
     assert student["compression_by_depth"] == 2.0 and student["speedup_vs_teacher"] == 2.0
@@ -317,7 +319,7 @@ def test_gan_experiment_gets_an_fid_table(tmp_path):
 
 def test_one_table_with_two_experiments_gives_each_its_own_files(tmp_path):
     classifier_dirs = write_experiment(tmp_path, {("lit", 8): (0.92, 0.93)})
-    gan_teacher = write_gan_run(tmp_path / "stargan" / "runs" / "teacher-stargan6-s0", "teacher_gan", 6, 0, 20.0)
+    gan_teacher = write_gan_run(tmp_path / "stargan" / "runs" / "teacher-stargan6-s0", "stargan", 6, 0, 20.0)
     aggregate_runs([*classifier_dirs, gan_teacher], tmp_path / "table.csv")
     names = {path.name for path in write_report(tmp_path / "table.csv", tmp_path / "report")}
     assert f"{EXPERIMENT}-compression.csv" in names and "stargan-fid.csv" in names

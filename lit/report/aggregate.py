@@ -1,15 +1,15 @@
 """Gather evaluated run directories into one tidy table: one row per run.
 
-A run directory holds its resolved config (`config.yaml`; GAN runs: `config.json`),
-`summary.json` from training and `eval.json` from evaluation. Classifier runs (image and
-text alike) keep the resolved config inside `eval.json`; GAN runs report `fid` (lower is
-better) instead of accuracy, so one table serves both and a column a run lacks is NaN.
+A run directory holds its resolved config (`config.yaml`), `summary.json` from training
+and `eval.json` from evaluation, which keeps the resolved config too. Generator (GAN)
+runs report `fid` (lower is better) instead of accuracy, so one table serves both and a
+column a run lacks is NaN.
 
 Where a run comes from:
 - experiment: an `experiment` file in the run directory, else an `experiment` field of
   eval.json or the config, else the folder two levels up when the run sits in
   `<experiment>/runs/<run-id>/` (the pipeline's layout), else the data set name.
-- role: "teacher" for a GAN teacher, for a scratch run whose folder name starts with
+- role: "teacher" for a GAN teacher (`stargan`), for a scratch run whose folder name starts with
   "teacher" (the pipeline's naming) and for any run another run of the experiment names
   as its teacher; every other run is a "student".
 - teacher_run: the folder name of the teacher a distilled run learnt from (empty for
@@ -33,18 +33,17 @@ COLUMNS = [
     "hard_weight", "temperature", "kd_weight", "teacher_run",
     "test_acc_selected", "test_acc_last", "val_acc_selected", "val_acc_last", "selected_epoch", "last_epoch",
     "params", "flops", "macs", "latency_ms_cpu", "throughput_cpu", "latency_ms_cuda", "throughput_cuda",
-    "fid", "epochs", "train_seconds", "run_dir",
+    "fid", "epochs", "iterations", "train_seconds", "run_dir",
 ]
 TEXT_COLUMNS = ["experiment", "run_id", "role", "method", "family", "data", "teacher_run", "run_dir"]
 NUMERIC_COLUMNS = [column for column in COLUMNS if column not in TEXT_COLUMNS]
 
-TEACHER_METHODS = {"teacher_gan"}  # methods that only ever train a teacher
-NO_TEACHER_METHODS = {"scratch", "teacher_gan"}  # methods that learn from labels alone
+TEACHER_METHODS = {"stargan"}  # methods that only ever train a teacher
+NO_TEACHER_METHODS = {"scratch", "stargan"}  # methods that learn from labels alone
 # The KD/LIT weights each method reads (hard_weight = alpha, temperature = tau, kd_weight = beta);
 # a distillation method not listed here keeps all three, since which it uses is unknown.
-METHOD_WEIGHTS = {"scratch": (), "teacher_gan": (), "kd": ("hard_weight", "temperature")}
+METHOD_WEIGHTS = {"scratch": (), "stargan": (), "gan_lit": (), "kd": ("hard_weight", "temperature")}
 WEIGHT_NAMES = ("hard_weight", "temperature", "kd_weight")
-GAN_JOB_METHODS = {"stargan-teacher": "teacher_gan", "stargan-lit": "lit"}
 
 
 def aggregate_runs(run_dirs: Iterable[str | Path], output: str | Path | None = None, experiment: str | None = None) -> pd.DataFrame:
@@ -95,7 +94,8 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     row.update({name: method.get(name) if name in used else math.nan for name in WEIGHT_NAMES})
     row.update(accuracy_fields(evaluation))
     row.update(cost_fields(evaluation))
-    row["epochs"] = summary.get("epochs")
+    row["epochs"] = summary.get("epochs") or None  # epoch-based phases (classifiers)
+    row["iterations"] = summary.get("iterations") or None  # iteration-based phases (GANs)
     row["train_seconds"] = summary.get("seconds_this_session")
     return row
 
@@ -111,29 +111,12 @@ def read_json_file(path: Path) -> dict[str, Any]:
 
 
 def run_config(run_dir: Path, evaluation: dict[str, Any]) -> dict[str, Any]:
-    """The resolved run config, in the classifier config's shape (GAN job configs translated)."""
+    """The resolved run config: the one inside eval.json, else the run's config.yaml."""
     if isinstance(evaluation.get("config"), dict):
-        config = evaluation["config"]
-    elif (run_dir / "config.yaml").is_file():
-        config = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
-    elif (run_dir / "config.json").is_file():
-        config = read_json_file(run_dir / "config.json")
-    else:
-        raise FileNotFoundError(f"run directory {run_dir} has no config (config.yaml, config.json or a config in eval.json)")
-    if "job" in config and "settings" in config:
-        config = gan_job_config(config, evaluation)
-    return config
-
-
-def gan_job_config(job_config: dict[str, Any], evaluation: dict[str, Any]) -> dict[str, Any]:
-    """A StarGAN run's `config.json` ({job, settings, teacher, student_depth}) as a run config."""
-    settings = job_config.get("settings") or {}
-    depth = evaluation.get("depth", job_config.get("student_depth", settings.get("depth")))
-    return {
-        "seed": settings.get("seed"), "data": {"name": settings.get("data")},
-        "model": {"family": evaluation.get("family", "stargan"), "depth": depth},
-        "method": {"name": GAN_JOB_METHODS.get(job_config["job"], job_config["job"]), "teacher": job_config.get("teacher")},
-    }
+        return evaluation["config"]
+    if (run_dir / "config.yaml").is_file():
+        return yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+    raise FileNotFoundError(f"run directory {run_dir} has no config (config.yaml or a config in eval.json)")
 
 
 def experiment_name(run_dir: Path, evaluation: dict[str, Any], config: dict[str, Any]) -> str:
@@ -170,23 +153,18 @@ def accuracy_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
 
 
 def cost_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
-    """Parameters, FLOPs and speed from a classifier's eval.json or a GAN's (which names
-    them `parameters`, `flops_per_image` and `latency_ms_cpu_batch1`)."""
+    """Parameters, FLOPs and speed from a run's eval.json."""
     speed = evaluation.get("speed") or {}
     cpu, cuda = speed.get("cpu") or {}, speed.get("cuda") or {}
     return {
-        "params": first_present(evaluation, "params", "parameters"),
-        "flops": first_present(evaluation, "flops", "flops_per_image"),
+        "params": evaluation.get("params"),
+        "flops": evaluation.get("flops"),
         "macs": evaluation.get("macs"),
-        "latency_ms_cpu": cpu.get("latency_ms_batch1", evaluation.get("latency_ms_cpu_batch1")),
+        "latency_ms_cpu": cpu.get("latency_ms_batch1"),
         "throughput_cpu": first_matching(cpu, "throughput_per_s"),
         "latency_ms_cuda": cuda.get("latency_ms_batch1"),
         "throughput_cuda": first_matching(cuda, "throughput_per_s"),
     }
-
-
-def first_present(values: dict[str, Any], *names: str) -> Any:
-    return next((values[name] for name in names if values.get(name) is not None), None)
 
 
 def first_matching(values: dict[str, Any], prefix: str) -> Any:

@@ -20,7 +20,7 @@ import pandas as pd
 from lit.report.aggregate import WEIGHT_NAMES
 
 CONFIG_KEYS = ["role", "method", "family", "depth", *WEIGHT_NAMES]
-KNOWN_METHOD_ORDER = ["teacher_gan", "scratch", "kd", "fitnets", "lit"]
+KNOWN_METHOD_ORDER = ["stargan", "scratch", "kd", "fitnets", "lit", "gan_lit"]
 TOLERANCE_SLACK = 1e-9  # accuracies are fractions of a test set: float noise must not exclude a tie
 
 SUMMARY_COLUMNS = [

@@ -28,7 +28,7 @@ from lit.report.files import file_stem
 from lit.report.markdown import compression_markdown, fid_markdown, points_text, summary_markdown
 
 REQUIRED_COLUMNS = ["experiment", "run_id", "role", "method", "depth"]
-METHOD_LABELS = {"scratch": "scratch", "kd": "KD", "lit": "LIT", "fitnets": "FitNets", "teacher_gan": "teacher"}
+METHOD_LABELS = {"scratch": "scratch", "kd": "KD", "lit": "LIT", "fitnets": "FitNets", "stargan": "teacher", "gan_lit": "LIT"}
 METHOD_COLOURS = {"scratch": "#7f7f7f", "kd": "#1f77b4", "lit": "#d62728", "fitnets": "#2ca02c"}
 SPARE_COLOURS = ["#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
 FAMILY_LABELS = {"resnet": "ResNet", "resnext": "ResNeXt", "vdcnn": "VDCNN", "stargan": "StarGAN"}
