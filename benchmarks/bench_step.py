@@ -162,7 +162,7 @@ def engine(case: str, args) -> float:
             return timed_batches(trainer.train_batches, args, forward)
         phase = trainer.method.phases[0]
         settings = trainer.cfg.train.phases[phase]
-        trainer.optimizer = trainer.make_optimizer(settings, trainer.method.start_phase(phase))
+        trainer.optimizers = trainer.make_optimizers(settings, trainer.method.param_groups(phase))
         for _ in range(1 + args.warmup_epochs):  # the first epochs warm up (and compile)
             record = trainer.train_epoch(phase, settings)
         return record["images_per_s"]
