@@ -13,7 +13,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from workflow_helpers import BIN, ROOT, env, make_project, planned_jobs, snakemake, tiny_config, write_config
+from lit.plan import plan_experiments
+from workflow_helpers import (BIN, ROOT, copy_project, env, make_project, pipeline_config, planned_jobs, snakemake,
+                              tiny_config, write_config)
 
 pytestmark = pytest.mark.slow
 
@@ -30,20 +32,33 @@ def test_snakefmt_check_is_clean():
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("config_file", sorted(p.name for p in (ROOT / "config").glob("*.yaml")))
-def test_every_config_dry_runs(tmp_path, config_file):
-    make_project(tmp_path, {"experiments": {}})
-    (tmp_path / "config" / "config.yaml").write_text((ROOT / "config" / config_file).read_text())
-    counts = planned_jobs(tmp_path)
-    trained = counts.get("train", 0) + counts.get("train_gan", 0) + counts.get("distill_gan", 0)
-    evaluated = counts.get("evaluate", 0) + counts.get("evaluate_gan", 0)
-    assert trained >= 2 and evaluated == trained and counts["prepare_data"] >= 1, counts
+def tiny_gan_config() -> dict:
+    """A StarGAN teacher with 3 residual blocks and a 1-block LIT student, a few iterations."""
+    fast = {
+        "train.phases.gan.iterations": 6, "train.phases.lit.iterations": 6, "train.checkpoint_every": 3,
+        "train.log_every": 3, "evaluate.fid_images": 8, "model.options.conv_dim": 8, "method.d_conv_dim": 8,
+        "data.options.image_size": 16, "train.progress": "off",
+    }
+    return pipeline_config({
+        "tinygan": {
+            "kind": "gan",
+            "overrides": fast,
+            "teacher": {"config": "config/runs/colordigits-gan.yaml", "method": "stargan", "depth": 3},
+            "students": {"config": "config/runs/colordigits-gan.yaml", "methods": ["gan_lit"], "depths": [1], "seeds": [0]},
+        }
+    })
 
 
-def test_slurm_profile_dry_runs(tmp_path):
-    make_project(tmp_path, tiny_config())
-    result = snakemake(tmp_path, "--dry-run", profile=ROOT / "workflow" / "profiles" / "slurm")
-    assert "rule train" in result.stdout + result.stderr
+def test_slurm_profile_dry_runs_classifier_and_gan_experiments(tmp_path):
+    """One dry run through the cluster profile plans both kinds of experiment: the one
+    `train` rule for every run, and each kind's evaluation and report."""
+    config = tiny_config()
+    config["experiments"].update(tiny_gan_config()["experiments"])
+    make_project(tmp_path, config)
+    counts = planned_jobs(tmp_path, profile=ROOT / "workflow" / "profiles" / "slurm")
+    assert counts["train"] == 4 + 2 and counts["prepare_data"] == 2, counts
+    assert counts["evaluate"] == 4 and counts["evaluate_generator"] == 2, counts
+    assert counts["report_experiment"] == 1 and counts["report_gan_experiment"] == 1, counts
 
 
 def test_bad_config_is_refused_before_any_job(tmp_path):
@@ -62,26 +77,44 @@ def test_bad_config_is_refused_before_any_job(tmp_path):
     assert result.returncode != 0 and "depths" in result.stdout + result.stderr
 
 
-def test_a_fresh_clone_with_committed_tables_still_trains_every_run(tmp_path):
-    """Reference tables and figures are committed, the runs are not: a fresh clone's run
-    must train, evaluate and then remake the tables, not find them up to date."""
-    make_project(tmp_path, tiny_config())
-    committed = ["table.csv", "metrics.json", "tiny/table.csv", "tiny/tiny-summary.csv", "tiny/tiny-summary.md",
-                 "tiny/tiny-compression.csv", "tiny/tiny-compression.md", "tiny/tiny-depth-vs-accuracy.png",
-                 "tiny/tiny-depth-vs-accuracy.pdf"]
-    for name in committed:
-        path = tmp_path / "results" / name
+COMMITTED = ["table.csv", "metrics.json", "tiny/table.csv", "tiny/tiny-summary.csv", "tiny/tiny-summary.md",
+             "tiny/tiny-compression.csv", "tiny/tiny-compression.md", "tiny/tiny-depth-vs-accuracy.png",
+             "tiny/tiny-depth-vs-accuracy.pdf"]
+
+
+@pytest.fixture(scope="module")
+def finished_tiny(tmp_path_factory) -> tuple[Path, dict[str, int]]:
+    """The tiny project (a ResNet-14 teacher; scratch, KD and LIT ResNet-8 students) as a
+    fresh clone has it, reference tables committed and no runs, then after one pipeline
+    run; and the jobs a dry run planned before it. Tests read it, or change a copy."""
+    folder = make_project(tmp_path_factory.mktemp("tiny") / "project", tiny_config())
+    for name in COMMITTED:
+        path = folder / "results" / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text("committed reference\n")
-    counts = planned_jobs(tmp_path)
+    planned = planned_jobs(folder)
+    snakemake(folder, "--cores", "2")
+    return folder, planned
+
+
+@pytest.fixture
+def tiny_project(finished_tiny, tmp_path) -> Path:
+    """A copy of the finished tiny project, to change."""
+    return copy_project(finished_tiny[0], tmp_path / "project")
+
+
+def test_a_fresh_clone_with_committed_tables_still_trains_every_run(finished_tiny):
+    """Reference tables and figures are committed, the runs are not: a fresh clone's run
+    must train, evaluate and then remake the tables, not find them up to date."""
+    folder, counts = finished_tiny
     assert counts.get("train") == 4 and counts.get("evaluate") == 4, counts  # teacher + 3 students
     assert counts.get("report_experiment") == 1 and counts.get("aggregate_all") == 1, counts
+    for name in COMMITTED:
+        assert (folder / "results" / name).read_bytes() != b"committed reference\n", f"{name} was not remade"
 
 
-def test_tiny_dag_end_to_end_then_nothing_then_only_new_depth(tmp_path):
-    make_project(tmp_path, tiny_config(depths=(8,)))
-    snakemake(tmp_path, "--cores", "2")
-    results = tmp_path / "results"
+def test_tiny_dag_end_to_end(finished_tiny):
+    results = finished_tiny[0] / "results"
     for name in ["tiny-depth-vs-accuracy.png", "tiny-depth-vs-accuracy.pdf", "tiny-summary.csv", "tiny-summary.md",
                  "tiny-compression.csv", "tiny-compression.md"]:
         assert (results / "tiny" / name).stat().st_size > 0, name
@@ -91,49 +124,57 @@ def test_tiny_dag_end_to_end_then_nothing_then_only_new_depth(tmp_path):
     metrics = json.loads((results / "metrics.json").read_text())
     assert set(metrics["tiny"]) == {"teacher", "scratch", "kd", "lit"}
 
-    assert planned_jobs(tmp_path) == {}, "a second run must find nothing to do"
 
-    write_config(tmp_path, tiny_config(depths=(8, 14)))
-    counts = planned_jobs(tmp_path)
+def test_a_second_run_has_nothing_to_do(tiny_project):
+    assert planned_jobs(tiny_project) == {}, "a second run must find nothing to do"
+
+
+def test_a_new_depth_runs_only_its_runs(tiny_project):
+    write_config(tiny_project, tiny_config(depths=(8, 14)))
+    counts = planned_jobs(tiny_project)
     assert counts["train"] == 3 and counts["evaluate"] == 3, counts  # one new depth x three methods
     assert "prepare_data" not in counts
     # and every table and figure downstream of the new runs is redone
     assert counts["report_experiment"] == counts["aggregate_all"] == 1, counts
 
-    changed = tiny_config(depths=(8,), student_overrides={"method.kd_weight": 0.5})
-    write_config(tmp_path, changed)
-    counts = planned_jobs(tmp_path)
-    assert counts["train"] == 1, f"only LIT reads method.kd_weight: {counts}"
+
+def test_a_changed_value_reruns_only_the_runs_that_read_it(tiny_project):
+    write_config(tiny_project, tiny_config(depths=(8,), student_overrides={"method.kd_weight": 0.5}))
+    counts = planned_jobs(tiny_project)
+    assert counts["train"] == 1 and counts["evaluate"] == 1, f"only LIT reads method.kd_weight: {counts}"
 
 
-def test_killed_job_reruns_without_redoing_finished_jobs(tmp_path):
-    config = tiny_config(student_overrides={"train.phases.lit.epochs": 60, "train.phases.lit.milestones": []})
+def test_killed_job_reruns_without_redoing_finished_jobs(tiny_project):
+    # long enough that the kill, a moment after the first epoch's checkpoint, lands mid-phase
+    config = tiny_config(student_overrides={"train.phases.lit.epochs": 20, "train.phases.lit.milestones": []})
     config["experiments"]["tiny"]["students"]["methods"] = ["lit"]
-    make_project(tmp_path, config)
-    command = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "workflow" / "Snakefile"), "--directory", str(tmp_path),
-               "--workflow-profile", str(ROOT / "workflow" / "profiles" / "local"), "--cores", "1"]
+    write_config(tiny_project, config)
+    plan = plan_experiments(config, workdir=tiny_project)
+    student = next(run for run in plan.runs if run.method == "lit")
+    state = tiny_project / student.run_dir / "checkpoints" / "state.pt"
+    command = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "workflow" / "Snakefile"), "--directory",
+               str(tiny_project), "--workflow-profile", str(ROOT / "workflow" / "profiles" / "local"), "--cores", "1"]
     process = subprocess.Popen(command, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    runs = tmp_path / "results" / "runs" / "tiny"
     try:
         deadline = time.time() + 300
-        while time.time() < deadline and not list(runs.glob("lit-*/checkpoints/state.pt")):
+        while time.time() < deadline and not state.exists():
             time.sleep(0.2)
-        assert list(runs.glob("lit-*/checkpoints/state.pt")), "the student never checkpointed"
+        assert state.exists(), "the student never checkpointed"
     finally:
         os.killpg(process.pid, signal.SIGKILL)
         process.wait()
-    teacher_summary = next(runs.glob("teacher-*/summary.json"))
+    teacher_summary = tiny_project / plan.runs[0].run_dir / "summary.json"
     teacher_mtime = teacher_summary.stat().st_mtime_ns
-    snakemake(tmp_path, "--unlock")
-    counts = planned_jobs(tmp_path)
+    snakemake(tiny_project, "--unlock")
+    counts = planned_jobs(tiny_project)
     assert "train" in counts and counts["train"] == 1 and "prepare_data" not in counts, counts
-    snakemake(tmp_path, "--cores", "2")
+    snakemake(tiny_project, "--cores", "2")
     assert teacher_summary.stat().st_mtime_ns == teacher_mtime, "the finished teacher was trained again"
-    log = next((tmp_path / "results" / "logs" / "tiny" / "train").glob("lit-*.log")).read_text()
+    log = (tiny_project / "results" / "logs" / "tiny" / "train" / f"{student.run_id}.log").read_text()
     epochs = [int(e) for e in re.findall(r"\] epoch (\d+) ", log)]
     assert epochs[0] > 1, "the killed job must resume from its last complete epoch, not start over"
-    assert epochs[-1] == 61 and epochs == list(range(epochs[0], 62))
-    assert planned_jobs(tmp_path) == {}
+    assert epochs[-1] == 21 and epochs == list(range(epochs[0], 22))  # 20 LIT epochs, then 1 fine-tuning
+    assert planned_jobs(tiny_project) == {}
 
 
 def run_checked(command: list[str], cwd: Path, timeout: int = 600) -> str:
@@ -142,11 +183,13 @@ def run_checked(command: list[str], cwd: Path, timeout: int = 600) -> str:
     return result.stdout + result.stderr
 
 
-def test_dvc_push_fresh_clone_pull_has_nothing_to_do(tmp_path):
+def test_dvc_push_fresh_clone_pull_has_nothing_to_do(finished_tiny, tmp_path):
+    """`dvc repro` of a project whose pipeline has run (so its Snakemake stage has nothing
+    to train), `dvc push`, then a git clone and `dvc pull`: the clone has nothing to do."""
     import shutil
 
     project, remote, clone = tmp_path / "project", tmp_path / "remote", tmp_path / "clone"
-    make_project(project, tiny_config())
+    copy_project(finished_tiny[0], project)
     for part in ("workflow", "lit"):
         shutil.copytree(ROOT / part, project / part, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", project)
@@ -201,22 +244,6 @@ def test_demo_through_the_slurm_profile_gets_real_job_ids(tmp_path, monkeypatch)
     assert (tmp_path / "results" / "tiny" / "tiny-depth-vs-accuracy.png").stat().st_size > 0
 
 
-def tiny_gan_config() -> dict:
-    fast = {"iterations": 6, "checkpoint_every": 3, "log_every": 3, "fid_images": 8, "conv_dim": 8, "d_conv_dim": 8,
-            "data_options": {"image_size": 16}}
-    return {
-        "evaluate": {"latency_runs": 2},
-        "experiments": {
-            "tinygan": {
-                "kind": "gan",
-                "overrides": fast,
-                "teacher": {"config": "config/runs/colordigits-gan.yaml", "depth": 3},
-                "students": {"config": "config/runs/colordigits-gan.yaml", "methods": ["lit"], "depths": [1], "seeds": [0]},
-            }
-        },
-    }
-
-
 def test_tiny_gan_experiment_end_to_end(tmp_path):
     make_project(tmp_path, tiny_gan_config())
     snakemake(tmp_path, "--cores", "2")
@@ -229,34 +256,35 @@ def test_tiny_gan_experiment_end_to_end(tmp_path):
     assert planned_jobs(tmp_path) == {}
 
 
-def test_tuning_stage_feeds_its_choice_into_the_final_runs(tmp_path):
+def test_tuning_stage_feeds_its_choice_into_the_final_runs(tiny_project):
     config = tiny_config()
     config["experiments"]["tiny"]["tune"] = {
         "depth": 8,
         "overrides": {"train.phases.train.epochs": 1, "train.phases.lit.epochs": 1, "train.phases.finetune.epochs": 1},
         "grids": {"temperature": [2.0, 4.0], "kd_weight": [0.25, 0.75]},
     }
-    make_project(tmp_path, config)
-    counts = planned_jobs(tmp_path)
+    write_config(tiny_project, config)
+    counts = planned_jobs(tiny_project)
     assert counts["tune"] == 1 and counts["tuning_report"] == 1, counts
-    snakemake(tmp_path, "--cores", "2")
-    tuned = json.loads(next((tmp_path / "results" / "runs" / "tiny").glob("tuning-*/tuned.json")).read_text())
+    assert counts["train"] == 2, f"only KD and LIT read the tuned values; the teacher and scratch are kept: {counts}"
+    snakemake(tiny_project, "--cores", "2")
+    tuned = json.loads(next((tiny_project / "results" / "runs" / "tiny").glob("tuning-*/tuned.json")).read_text())
     assert tuned["temperature"] in (2.0, 4.0) and tuned["kd_weight"] in (0.25, 0.75)
-    trials = pd.read_csv(tmp_path / "results" / "tiny" / "tiny-tuning.csv")
+    trials = pd.read_csv(tiny_project / "results" / "tiny" / "tiny-tuning.csv")
     assert len(trials) == 4
-    table = pd.read_csv(tmp_path / "results" / "table.csv")
+    table = pd.read_csv(tiny_project / "results" / "table.csv")
     for method in ("kd", "lit"):
         row = table[table["method"] == method].iloc[0]
         assert row["temperature"] == tuned["temperature"], "the tuned tau must reach the final runs and the table"
     assert table.loc[table["method"] == "lit", "kd_weight"].item() == tuned["kd_weight"]
 
 
-def test_fitnets_runs_in_the_pipeline_and_its_tables(tmp_path):
+def test_fitnets_runs_in_the_pipeline_and_its_tables(tiny_project):
     config = tiny_config(student_overrides={"train.phases.hint.epochs": 1, "train.phases.hint.milestones": []})
     config["experiments"]["tiny"]["students"]["methods"] = ["fitnets"]
-    make_project(tmp_path, config)
-    snakemake(tmp_path, "--cores", "2")
-    summary = pd.read_csv(tmp_path / "results" / "tiny" / "tiny-summary.csv")
+    write_config(tiny_project, config)
+    snakemake(tiny_project, "--cores", "2")
+    summary = pd.read_csv(tiny_project / "results" / "tiny" / "tiny-summary.csv")
     assert "fitnets" in set(summary["method"])
-    log = next((tmp_path / "results" / "logs" / "tiny" / "train").glob("fitnets-*.log")).read_text()
+    log = next((tiny_project / "results" / "logs" / "tiny" / "train").glob("fitnets-*.log")).read_text()
     assert "(hint 1)" in log and "(train 1)" in log

@@ -60,6 +60,13 @@ def make_project(folder: Path, config: dict) -> Path:
     return folder
 
 
+def copy_project(source: Path, folder: Path) -> Path:
+    """A copy of a project folder, finished runs and Snakemake's records (.snakemake/)
+    included, with the file times kept: Snakemake sees it as it saw the original."""
+    shutil.copytree(source, folder, symlinks=True, dirs_exist_ok=True)
+    return folder
+
+
 def write_config(folder: Path, config: dict) -> None:
     (folder / "config" / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
 
@@ -80,9 +87,9 @@ def snakemake(folder: Path, *args: str, profile: Path = LOCAL_PROFILE, timeout: 
     return result
 
 
-def planned_jobs(folder: Path, *args: str) -> dict[str, int]:
+def planned_jobs(folder: Path, *args: str, profile: Path = LOCAL_PROFILE) -> dict[str, int]:
     """Job counts per rule of a dry run ({} when there is nothing to do)."""
-    result = snakemake(folder, "--dry-run", "--quiet", "rules", *args)
+    result = snakemake(folder, "--dry-run", "--quiet", "rules", *args, profile=profile)
     counts: dict[str, int] = {}
     in_stats = False
     for line in (result.stdout + result.stderr).splitlines():
