@@ -24,8 +24,9 @@ run: $(STAMP)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/local --cores $(CORES)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/local --cores $(CORES) --report results/report.html
 
+# one test file a worker, CORES workers: every test trains on one thread
 test: $(STAMP)
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(CORES) --dist loadfile
 
 clean-results:
 	rm -rf results/runs results/*/ .snakemake

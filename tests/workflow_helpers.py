@@ -102,3 +102,20 @@ def planned_jobs(folder: Path, *args: str, profile: Path = LOCAL_PROFILE) -> dic
         elif in_stats and parts and parts[0] == "total":
             break
     return counts
+
+
+def tiny_gan_config() -> dict:
+    """A StarGAN teacher with 3 residual blocks and a 1-block LIT student, a few iterations."""
+    fast = {
+        "train.phases.gan.iterations": 6, "train.phases.lit.iterations": 6, "train.checkpoint_every": 3,
+        "train.log_every": 3, "evaluate.fid_images": 8, "model.options.conv_dim": 8, "method.d_conv_dim": 8,
+        "data.options.image_size": 16, "train.progress": "off",
+    }
+    return pipeline_config({
+        "tinygan": {
+            "kind": "gan",
+            "overrides": fast,
+            "teacher": {"config": "config/runs/colordigits-gan.yaml", "method": "stargan", "depth": 3},
+            "students": {"config": "config/runs/colordigits-gan.yaml", "methods": ["gan_lit"], "depths": [1], "seeds": [0]},
+        }
+    })
