@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -167,6 +168,9 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         run(args)
+    except BrokenPipeError:  # the reader left (`lit plan ... | head`): not an error
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ConfigError as err:
         print(f"lit: config error: {err}", file=sys.stderr)
         return 2

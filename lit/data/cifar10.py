@@ -13,12 +13,18 @@ import tempfile
 from pathlib import Path
 
 import torch
-from torchvision.datasets import CIFAR10
-from torchvision.datasets.utils import check_integrity
 
 from lit.data.base import Augment, RawData, Split, register_dataset
 
 GET_HINT = "set data.download=true or run `lit prepare-data <config>`"
+
+
+def torchvision_cifar10() -> type:
+    """torchvision's CIFAR10 class, imported on first use: importing torchvision costs about
+    two seconds, which every `lit` process would pay for a data set most runs never read."""
+    from torchvision.datasets import CIFAR10
+
+    return CIFAR10
 
 
 @register_dataset("cifar10")
@@ -49,12 +55,12 @@ def cifar10(root: Path, download: bool = False, subset_per_class: int | None = N
 
 def expected_files() -> list[tuple[str, str]]:
     """(file name, md5) of every file torchvision checks, read from the class at call time."""
-    listed = CIFAR10.train_list + CIFAR10.test_list + [[CIFAR10.meta["filename"], CIFAR10.meta["md5"]]]
+    listed = torchvision_cifar10().train_list + torchvision_cifar10().test_list + [[torchvision_cifar10().meta["filename"], torchvision_cifar10().meta["md5"]]]
     return [(name, md5) for name, md5 in listed]
 
 
 def data_folder(root: Path) -> Path:
-    return root / CIFAR10.base_folder
+    return root / torchvision_cifar10().base_folder
 
 
 def require_files(root: Path) -> None:
@@ -62,7 +68,7 @@ def require_files(root: Path) -> None:
     missing = [name for name, _ in expected_files() if not (data_folder(root) / name).is_file()]
     if not missing:
         return
-    archive = root / CIFAR10.filename
+    archive = root / torchvision_cifar10().filename
     archive_note = (
         f" ({archive} is there: data.download=true verifies and extracts it without downloading)"
         if archive.is_file()
@@ -77,6 +83,8 @@ def require_files(root: Path) -> None:
 
 
 def is_intact(root: Path) -> bool:
+    from torchvision.datasets.utils import check_integrity
+
     return all(check_integrity(str(data_folder(root) / name), md5) for name, md5 in expected_files())
 
 
@@ -87,16 +95,16 @@ def download_cifar10(root: Path) -> None:
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".cifar10-download-", dir=root))
     try:
-        local_archive = root / CIFAR10.filename
+        local_archive = root / torchvision_cifar10().filename
         if local_archive.is_file():  # placed by hand: torchvision checks its md5 and skips the network
-            shutil.copyfile(local_archive, staging / CIFAR10.filename)
+            shutil.copyfile(local_archive, staging / torchvision_cifar10().filename)
         # downloads, checks the archive's md5, extracts, then checks every extracted file's md5
-        CIFAR10(str(staging), train=False, download=True)
+        torchvision_cifar10()(str(staging), train=False, download=True)
         install_extracted(staging, root)
     except Exception as err:
         raise RuntimeError(
-            f"could not download CIFAR-10 from {CIFAR10.url} into {root} ({type(err).__name__}: {err}); "
-            f"nothing was kept in {root}. Retry, or fetch {CIFAR10.filename} (md5 {CIFAR10.tgz_md5}) by hand, "
+            f"could not download CIFAR-10 from {torchvision_cifar10().url} into {root} ({type(err).__name__}: {err}); "
+            f"nothing was kept in {root}. Retry, or fetch {torchvision_cifar10().filename} (md5 {torchvision_cifar10().tgz_md5}) by hand, "
             f"put it in {root} and run again with data.download=true"
         ) from err
     finally:
@@ -108,13 +116,13 @@ def install_extracted(staging: Path, root: Path) -> None:
     target = data_folder(root)
     if target.exists():
         os.replace(target, staging / "replaced-incomplete-copy")
-    os.replace(staging / CIFAR10.base_folder, target)
+    os.replace(staging / torchvision_cifar10().base_folder, target)
 
 
 def load_split(root: Path, train: bool) -> tuple[Split, list[str]]:
     """One official split as uint8 (N, 3, 32, 32) images and int64 labels, and the class names."""
     try:
-        dataset = CIFAR10(str(root), train=train, download=False)
+        dataset = torchvision_cifar10()(str(root), train=train, download=False)
     except RuntimeError as err:  # torchvision's md5 check failed on a file that is present
         raise RuntimeError(
             f"CIFAR-10 in {data_folder(root)} is corrupt ({err}); delete that folder and {GET_HINT}"
