@@ -6,7 +6,6 @@ from __future__ import annotations
 import copy
 import json
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -135,6 +134,16 @@ def test_a_value_a_method_does_not_read_changes_neither_its_id_nor_its_command()
     kd = next(r for r in before.runs if r.method == "kd")
     assert not [o for o in kd.overrides if o.startswith(("method.kd_weight", "train.phases.lit", "train.phases.finetune"))]
     assert f'method.teacher="{before.runs[0].run_dir}"' in kd.overrides
+
+
+def test_a_tuning_stage_reruns_only_the_runs_that_read_the_tuned_values():
+    plain = plan_of(tiny_config())
+    tuned_config = tiny_config()
+    tuned_config["experiments"]["tiny"]["tune"] = {"depth": 8, "grids": {"temperature": [2.0, 4.0]}}
+    tuned = plan_of(tuned_config)
+    kept = {r.method for r in plain.runs if r in tuned.runs}
+    assert kept == {"scratch"} and plain.runs[0] in tuned.runs, "the teacher and scratch keep their ids: not retrained"
+    assert {r.method for r in tuned.runs if r.tuned} == {"kd", "lit"}
 
 
 def test_default_config_plan():

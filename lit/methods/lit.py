@@ -17,7 +17,6 @@ from __future__ import annotations
 from contextlib import contextmanager
 from typing import Iterator
 
-import torch
 from torch import nn
 
 from lit.methods.base import Method, register_method
@@ -60,7 +59,7 @@ class LIT(Method):
             student.head.load_state_dict(teacher.head.state_dict())
 
     def start_phase(self, phase):
-        params = super().start_phase(phase)
+        super().start_phase(phase)
         freeze = self.cfg.freeze_stem_head if phase == "lit" else self.cfg.finetune_freeze_stem_head
         if freeze:
             self.freeze(self.student.stem, self.student.head)
