@@ -28,6 +28,9 @@ from lit.engine.trainer import Trainer, TrainingDiverged, train
 from lit.evaluate.accuracy import accuracy
 from lit.runtime.files import atomic_write
 
+pytestmark = pytest.mark.xdist_group("engine-runs")  # one worker builds the module's shared fixtures once
+
+
 REPO = Path(__file__).resolve().parents[1]
 TIMING_KEYS = {"images_per_s", "seconds"}
 
@@ -150,7 +153,7 @@ def test_the_same_seed_gives_bit_identical_weights_and_another_seed_does_not(pre
 # ---------------------------------------------------------------- resume
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, which may run other modules in between
 def uninterrupted(tmp_path_factory, digits_teacher):
     """Reference runs, trained once per configuration and shared by the resume tests."""
     cache: dict[tuple[str, ...], Path] = {}

@@ -14,6 +14,9 @@ import torch.nn.functional as F
 from lit.evaluate.fid import fid, fid_features, frechet_distance_of_features, target_labels, to_unit_range
 from _fixtures_gan_fid import reference_distance, reference_features_of, reference_inception
 
+pytestmark = pytest.mark.xdist_group("fid")  # one worker builds the module's shared fixtures once
+
+
 COUNT, SIZE = 8, 32
 
 
@@ -26,12 +29,12 @@ def smooth_images(seed: int) -> torch.Tensor:
     )
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, which may run other modules in between
 def real_images() -> torch.Tensor:
     return smooth_images(0)
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, which may run other modules in between
 def fake_images(real_images) -> torch.Tensor:
     """Generator-range floats in [-1, 1]: the real images, noisier and slightly brighter."""
     generator = torch.Generator().manual_seed(1)
@@ -39,7 +42,7 @@ def fake_images(real_images) -> torch.Tensor:
     return noisy.clamp(-1.2, 1.2)  # past the tanh range on purpose: clamping is part of the mapping
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, which may run other modules in between
 def real_features(real_images) -> np.ndarray:
     return fid_features(real_images, batch_size=COUNT)
 
@@ -49,7 +52,7 @@ def test_fid_of_a_set_with_itself_is_zero(real_features):
     assert abs(frechet_distance_of_features(real_features, real_features)) < 1e-3
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")  # built once per worker, which may run other modules in between
 def reference_features(real_images, fake_images) -> tuple[np.ndarray, np.ndarray]:
     """pytorch-fid's InceptionV3 (its graph, resize and input scaling) with the shipped
     network's weights transplanted into it, on the same images on the 0..1 scale."""

@@ -1,12 +1,10 @@
-"""The Snakemake side on its own: lint and format, dry runs through the cluster profile,
-a bad config refused before any job, and the tuning and FitNets stages end to end."""
+"""The Snakemake side on its own: lint and format, a dry run through the cluster profile,
+and a bad config refused before any job."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 
-import pandas as pd
 import pytest
 
 from workflow_helpers import BIN, ROOT, env, make_project, planned_jobs, snakemake, tiny_config, tiny_gan_config, write_config
@@ -52,37 +50,3 @@ def test_bad_config_is_refused_before_any_job(tmp_path):
     write_config(tmp_path, config)
     result = snakemake(tmp_path, "--cores", "1", check=False)
     assert result.returncode != 0 and "depths" in result.stdout + result.stderr
-
-
-def test_tuning_stage_feeds_its_choice_into_the_final_runs(tmp_path):
-    config = tiny_config()
-    config["experiments"]["tiny"]["students"]["methods"] = ["kd", "lit"]
-    config["experiments"]["tiny"]["tune"] = {
-        "depth": 8,
-        "overrides": {"train.phases.train.epochs": 1, "train.phases.lit.epochs": 1, "train.phases.finetune.epochs": 1},
-        "grids": {"temperature": [2.0, 4.0], "kd_weight": [0.25, 0.75]},
-    }
-    tiny_project = make_project(tmp_path, config)
-    counts = planned_jobs(tiny_project)
-    assert counts["tune"] == 1 and counts["tuning_report"] == 1 and counts["train"] == 3, counts
-    snakemake(tiny_project, "--cores", "2")
-    tuned = json.loads(next((tiny_project / "results" / "runs" / "tiny").glob("tuning-*/tuned.json")).read_text())
-    assert tuned["temperature"] in (2.0, 4.0) and tuned["kd_weight"] in (0.25, 0.75)
-    trials = pd.read_csv(tiny_project / "results" / "tiny" / "tiny-tuning.csv")
-    assert len(trials) == 4
-    table = pd.read_csv(tiny_project / "results" / "table.csv")
-    for method in ("kd", "lit"):
-        row = table[table["method"] == method].iloc[0]
-        assert row["temperature"] == tuned["temperature"], "the tuned tau must reach the final runs and the table"
-    assert table.loc[table["method"] == "lit", "kd_weight"].item() == tuned["kd_weight"]
-
-
-def test_fitnets_runs_in_the_pipeline_and_its_tables(tmp_path):
-    config = tiny_config(student_overrides={"train.phases.hint.epochs": 1, "train.phases.hint.milestones": []})
-    config["experiments"]["tiny"]["students"]["methods"] = ["fitnets"]
-    tiny_project = make_project(tmp_path, config)
-    snakemake(tiny_project, "--cores", "2")
-    summary = pd.read_csv(tiny_project / "results" / "tiny" / "tiny-summary.csv")
-    assert "fitnets" in set(summary["method"])
-    log = next((tiny_project / "results" / "logs" / "tiny" / "train").glob("fitnets-*.log")).read_text()
-    assert "(hint 1)" in log and "(train 1)" in log

@@ -18,7 +18,7 @@ from lit.plan import plan_experiments
 from workflow_helpers import (BIN, ROOT, copy_project, env, make_project, planned_jobs, snakemake, tiny_config,
                               write_config)
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny-project")]  # one worker builds the shared project once
 
 
 COMMITTED = ["table.csv", "metrics.json", "tiny/table.csv", "tiny/tiny-summary.csv", "tiny/tiny-summary.md",
@@ -26,12 +26,20 @@ COMMITTED = ["table.csv", "metrics.json", "tiny/table.csv", "tiny/tiny-summary.c
              "tiny/tiny-depth-vs-accuracy.pdf"]
 
 
-@pytest.fixture(scope="module")
+def with_fitnets(config: dict) -> dict:
+    """The tiny experiment with a FitNets student too (its hint stage one epoch)."""
+    students = config["experiments"]["tiny"]["students"]
+    students["methods"] = [*students["methods"], "fitnets"]
+    students["overrides"] = {**students["overrides"], "train.phases.hint.epochs": 1, "train.phases.hint.milestones": []}
+    return config
+
+
+@pytest.fixture(scope="session")  # built once per worker, which may run other modules in between
 def finished_tiny(tmp_path_factory) -> tuple[Path, dict[str, int]]:
-    """The tiny project (a ResNet-14 teacher; scratch, KD and LIT ResNet-8 students) as a
+    """The tiny project (a ResNet-14 teacher; scratch, KD, LIT and FitNets ResNet-8 students) as a
     fresh clone has it, reference tables committed and no runs, then after one pipeline
     run; and the jobs a dry run planned before it. Tests read it, or change a copy."""
-    folder = make_project(tmp_path_factory.mktemp("tiny") / "project", tiny_config())
+    folder = make_project(tmp_path_factory.mktemp("tiny") / "project", with_fitnets(tiny_config()))
     for name in COMMITTED:
         path = folder / "results" / name
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -51,7 +59,7 @@ def test_a_fresh_clone_with_committed_tables_still_trains_every_run(finished_tin
     """Reference tables and figures are committed, the runs are not: a fresh clone's run
     must train, evaluate and then remake the tables, not find them up to date."""
     folder, counts = finished_tiny
-    assert counts.get("train") == 4 and counts.get("evaluate") == 4, counts  # teacher + 3 students
+    assert counts.get("train") == 5 and counts.get("evaluate") == 5, counts  # teacher + 4 students
     assert counts.get("report_experiment") == 1 and counts.get("aggregate_all") == 1, counts
     for name in COMMITTED:
         assert (folder / "results" / name).read_bytes() != b"committed reference\n", f"{name} was not remade"
@@ -63,10 +71,14 @@ def test_tiny_dag_end_to_end(finished_tiny):
                  "tiny-compression.csv", "tiny-compression.md"]:
         assert (results / "tiny" / name).stat().st_size > 0, name
     table = pd.read_csv(results / "table.csv")
-    assert sorted(table["method"]) == ["kd", "lit", "scratch", "scratch"]
+    assert sorted(table["method"]) == ["fitnets", "kd", "lit", "scratch", "scratch"]
     assert table["test_acc_selected"].between(0, 1).all()
     metrics = json.loads((results / "metrics.json").read_text())
-    assert set(metrics["tiny"]) == {"teacher", "scratch", "kd", "lit"}
+    assert set(metrics["tiny"]) == {"teacher", "scratch", "kd", "lit", "fitnets"}
+    # FitNets ran its two stages: the hint, then KD end to end
+    log = next((finished_tiny[0] / "results" / "logs" / "tiny" / "train").glob("fitnets-*.log")).read_text()
+    assert "(hint 1)" in log and "(train 1)" in log
+    assert "fitnets" in set(pd.read_csv(results / "tiny" / "tiny-summary.csv")["method"])
 
 
 def test_a_second_run_has_nothing_to_do(tiny_project):
@@ -119,6 +131,29 @@ def test_killed_job_reruns_without_redoing_finished_jobs(tiny_project):
     assert epochs[0] > 1, "the killed job must resume from its last complete epoch, not start over"
     assert epochs[-1] == 7 and epochs == list(range(epochs[0], 8))  # 6 LIT epochs, then 1 fine-tuning
     assert planned_jobs(tiny_project) == {}
+
+
+def test_tuning_stage_feeds_its_choice_into_the_final_runs(tiny_project):
+    config = tiny_config()
+    config["experiments"]["tiny"]["tune"] = {
+        "depth": 8,
+        "overrides": {"train.phases.train.epochs": 1, "train.phases.lit.epochs": 1, "train.phases.finetune.epochs": 1},
+        "grids": {"temperature": [2.0, 4.0], "kd_weight": [0.25, 0.75]},
+    }
+    write_config(tiny_project, config)
+    counts = planned_jobs(tiny_project)
+    assert counts["tune"] == 1 and counts["tuning_report"] == 1, counts
+    assert counts["train"] == 2, f"only KD and LIT read the tuned values; the teacher and scratch are kept: {counts}"
+    snakemake(tiny_project, "--cores", "2")
+    tuned = json.loads(next((tiny_project / "results" / "runs" / "tiny").glob("tuning-*/tuned.json")).read_text())
+    assert tuned["temperature"] in (2.0, 4.0) and tuned["kd_weight"] in (0.25, 0.75)
+    trials = pd.read_csv(tiny_project / "results" / "tiny" / "tiny-tuning.csv")
+    assert len(trials) == 4
+    table = pd.read_csv(tiny_project / "results" / "table.csv")
+    for method in ("kd", "lit"):
+        row = table[table["method"] == method].iloc[0]
+        assert row["temperature"] == tuned["temperature"], "the tuned tau must reach the final runs and the table"
+    assert table.loc[table["method"] == "lit", "kd_weight"].item() == tuned["kd_weight"]
 
 
 def run_checked(command: list[str], cwd: Path, timeout: int = 600) -> str:
