@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from lit.config import ConfigError
+from lit.config import ConfigError, read_yaml_mapping
 from lit.engine.runconfig import config_hash, load_run_config
 from lit.methods import METHODS
 
@@ -271,16 +271,8 @@ def working_directory(path: str | Path | None) -> Iterator[None]:
 
 
 def load_experiment_config(path: str | Path) -> dict[str, Any]:
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        config = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as err:
-        raise ConfigError(f"config file {path} is not valid YAML: {err}") from None
-    if not isinstance(config, dict) or not isinstance(config.get("experiments"), dict):
+    config = read_yaml_mapping(path)
+    if not isinstance(config.get("experiments"), dict):
         raise ConfigError(f"config file {path}: expected a mapping with an 'experiments' mapping")
     return config
 
