@@ -26,9 +26,9 @@ run: $(STAMP)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/local --cores $(CORES)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/local --cores $(CORES) --report results/report.html
 
-# CORES workers (pytest-xdist); tests that share a module's runs stay on one worker (loadgroup)
+# CORES workers (pytest-xdist), one test file at a time each, slow files first (tests/conftest.py)
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(CORES) --dist loadgroup
+	$(BIN)/python -m pytest -n $(CORES) --dist loadfile
 
 clean-results:
 	rm -rf results/runs results/*/ .snakemake

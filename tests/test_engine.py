@@ -28,7 +28,6 @@ from lit.engine.trainer import Trainer, TrainingDiverged, train
 from lit.evaluate.accuracy import accuracy
 from lit.runtime.files import atomic_write
 
-pytestmark = pytest.mark.xdist_group("engine-runs")  # one worker builds the module's shared fixtures once
 
 
 REPO = Path(__file__).resolve().parents[1]

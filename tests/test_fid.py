@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from lit.evaluate.fid import fid, fid_features, frechet_distance_of_features, target_labels, to_unit_range
 from _fixtures_gan_fid import reference_distance, reference_features_of, reference_inception
 
-pytestmark = pytest.mark.xdist_group("fid")  # one worker builds the module's shared fixtures once
 
 
 COUNT, SIZE = 8, 32

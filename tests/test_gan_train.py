@@ -27,7 +27,6 @@ from lit.models.io import load_model
 from lit.models.stargan import StarGANGenerator
 from lit.runtime.checkpoint import load_checkpoint
 
-pytestmark = pytest.mark.xdist_group("gan-runs")  # one worker builds the module's shared fixtures once
 
 
 LIT = Path(sys.executable).parent / "lit"

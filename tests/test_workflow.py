@@ -18,7 +18,7 @@ from lit.plan import plan_experiments
 from workflow_helpers import (BIN, ROOT, copy_project, env, make_project, planned_jobs, snakemake, tiny_config,
                               write_config)
 
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tiny-project")]  # one worker builds the shared project once
+pytestmark = pytest.mark.slow
 
 
 COMMITTED = ["table.csv", "metrics.json", "tiny/table.csv", "tiny/tiny-summary.csv", "tiny/tiny-summary.md",
