@@ -79,6 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("table", type=Path)
     report.add_argument("--output-dir", type=Path, required=True)
     report.add_argument("--tolerance", type=float, default=0.01, help="accuracy drop (absolute) still counted as no loss")
+    report.add_argument("--published", type=Path, help="published results to show beside ours (config/reference/published.yaml)")
     return parser
 
 
@@ -153,7 +154,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.verb == "report":
         from lit.report.figures import write_report
 
-        for path in write_report(args.table, args.output_dir, args.tolerance):
+        for path in write_report(args.table, args.output_dir, args.tolerance, args.published):
             print(path)
 
 

@@ -8,6 +8,7 @@ expected. The paper's symbols are given beside the KD and LIT weights.
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -50,7 +51,11 @@ class MethodConfig:
     freeze_stem_head: bool = True  # LIT phase 1: stem and head are frozen
     finetune_freeze_stem_head: bool = True  # LIT phase 2: stem and head stay frozen (official CIFAR code)
     hint_section: int | None = None  # FitNets: the hint/guided layer is the output of this section (None: the middle, (N - 1) // 2)
+    objective_scale: float = 0.5  # LIT phase 1: factor on beta * KD + (1 - beta) * sum MSE (0.5: official CIFAR code, 1.0: official VDCNN code)
+    regressor_activation: Literal["relu", "none"] = "relu"  # FitNets: non-linearity after the regressor's batch norm (relu: the hint's)
     tuned: str | None = None  # a tuned.json of `lit tune`: its temperature, hard_weight and kd_weight replace these keys
+    sparsity: float = 1e-4  # slimming: lambda, weight of the L1 penalty on the prunable batch norms' scales (phase sparsity)
+    prune_ratio: float = 0.4  # slimming: fraction of the prunable channels removed (global threshold) before phase finetune
     # StarGAN (CVPR 2018) objective, read by `stargan` and by `gan_lit`'s adversarial fine-tuning
     n_critic: int = 5  # discriminator updates per generator update
     lambda_gp: float = 10.0  # weight of the WGAN-GP gradient penalty
@@ -95,13 +100,18 @@ class TrainConfig:
     progress: Literal["auto", "on", "off"] = "auto"  # auto: a progress bar when attached to a terminal
     log_every: int = 100  # iteration-based phases: one metrics line per this many iterations
     checkpoint_every: int = 1000  # iteration-based phases: validate and checkpoint every this many iterations
+    selection: Literal["val", "last"] = "val"  # the model a run reports: best on validation, or the last epoch's
     phases: dict[str, PhaseConfig] = field(default_factory=dict)  # per phase of the method
 
 
 @dataclass
 class EvaluateConfig:
-    """Settings of `lit evaluate` that change what it scores (generators: FID)."""
+    """What a run scores beyond its selected and last checkpoints, and how `lit evaluate`
+    scores generators (FID)."""
 
+    # the test split after every epoch, logged as `test_acc` for the paper's protocol (best
+    # test epoch, an oracle); selection, tuning and stopping never read it
+    test_every_epoch: bool = False
     fid_images: int | None = None  # test images translated for FID (None: all)
     fid_batch_size: int = 50
     fid_weights: Literal["torchscript", "pytorch-fid"] = "torchscript"  # torchscript: shipped, offline
@@ -225,6 +235,12 @@ def validate(cfg: RunConfig) -> RunConfig:
         (0.0 <= cfg.method.kd_weight <= 1.0, "method.kd_weight", cfg.method.kd_weight, "a number in [0, 1]"),
         (cfg.method.hint_section is None or cfg.method.hint_section >= 0, "method.hint_section", cfg.method.hint_section,
          "a non-negative section index or null (the middle section)"),
+        (math.isfinite(cfg.method.sparsity) and cfg.method.sparsity >= 0, "method.sparsity", cfg.method.sparsity,
+         "a non-negative number (lambda of the L1 on batch-norm scales; the slimming paper: 1e-4)"),
+        (0.0 <= cfg.method.prune_ratio < 1.0, "method.prune_ratio", cfg.method.prune_ratio,
+         "a number in [0, 1) (the fraction of prunable channels removed; the slimming paper: 0.4 to 0.7)"),
+        (math.isfinite(cfg.method.objective_scale) and cfg.method.objective_scale > 0, "method.objective_scale",
+         cfg.method.objective_scale, "a positive number (0.5: the official CIFAR code, 1.0: the official VDCNN code)"),
         (cfg.method.n_critic >= 1, "method.n_critic", cfg.method.n_critic, "a positive integer"),
         (cfg.method.d_conv_dim >= 1, "method.d_conv_dim", cfg.method.d_conv_dim, "a positive integer"),
         (cfg.method.d_repeat_num is None or cfg.method.d_repeat_num >= 1, "method.d_repeat_num", cfg.method.d_repeat_num,

@@ -8,6 +8,10 @@ one of them, classifier or generator, is an ordinary run config: a base file plu
     < the teacher's or the students' `overrides` < `per_method[method]`
     < method.name, model.depth, seed (and method.teacher, method.tuned where used)
 
+The students' `depths_by_method` gives a method its own depths in place of `depths`, e.g.
+`{slimming: [20]}`: network slimming narrows a network instead of making it shallower, so
+it trains at the depth it is slimmed from.
+
 A run's id is `<method>-<family><depth>-s<seed>-<hash>` (`teacher-...` for the teacher),
 the hash being `lit.engine.runconfig.config_hash` of the resolved config, which covers
 only what the method reads. The overrides a method does not read are also left out of
@@ -196,6 +200,7 @@ def plan_tuning(name: str, exp: dict[str, Any], common: dict[str, Any], teacher:
     values = {**common, **students.get("overrides", {}), **spec.get("overrides", {})}
     values.update({"model.depth": spec["depth"], "seed": spec.get("seed", 0)})
     values.update({"method.name": "lit", "method.teacher": teacher.run_dir})
+    values.update({"train.selection": "val", "evaluate.test_every_epoch": False})  # as `lit tune` runs its trials
     _, digest = resolve(name, "tune", students["config"], values)
     grids = {key: spec.get("grids", {}).get(key, []) for key in TUNED_GRIDS}
     text = json.dumps([digest, teacher.run_id, grids], sort_keys=True)
@@ -215,13 +220,14 @@ def plan_experiment(name: str, exp: dict[str, Any], data_root: str, results: str
     teacher = plan_run(name, "teacher", TEACHER, block["config"], values, results)
     tuning = plan_tuning(name, exp, common, teacher, results) if "tune" in exp else None
     students = exp["students"]
+    depths_by_method = check_depths_by_method(name, students)
     runs = [teacher]
     for method in students["methods"]:
         where = f"students.methods ({method})"
         if method not in METHODS:
             raise ConfigError(f"experiments.{name}.{where}: expected one of {', '.join(METHODS.names())}, got {method!r}")
         spec = METHODS.get(method)
-        for depth in students["depths"]:
+        for depth in depths_by_method.get(method, students["depths"]):
             for seed in students["seeds"]:
                 values = {**common, **students.get("overrides", {}), **students.get("per_method", {}).get(method, {})}
                 values.update({"method.name": method, "model.depth": depth, "seed": seed})
@@ -234,6 +240,20 @@ def plan_experiment(name: str, exp: dict[str, Any], data_root: str, results: str
                 runs.append(plan_run(name, where, STUDENT, students["config"], values, results,
                                      teacher.run_id if spec.needs_teacher else None, tuned))
     return runs, tuning
+
+
+def check_depths_by_method(name: str, students: dict[str, Any]) -> dict[str, list[int]]:
+    """The students' `depths_by_method` (method -> depths, replacing `depths` for it), checked."""
+    where = f"experiments.{name}.students.depths_by_method"
+    by_method = students.get("depths_by_method", {})
+    if not isinstance(by_method, dict):
+        raise ConfigError(f"{where}: expected a mapping of methods to lists of depths, got {by_method!r}")
+    for method, depths in by_method.items():
+        if method not in students["methods"]:
+            raise ConfigError(f"{where}: {method!r} is not one of the students' methods ({', '.join(students['methods'])})")
+        if not isinstance(depths, list) or not depths or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in depths):
+            raise ConfigError(f"{where}.{method}: expected a non-empty list of positive depths, got {depths!r}")
+    return by_method
 
 
 def plan_experiments(config: dict[str, Any], results: str | None = None, workdir: str | Path | None = None) -> Plan:

@@ -29,6 +29,9 @@ CSV_COLUMNS = ("stage", "method", "temperature", "hard_weight", "kd_weight", "va
 def trial_config(base: RunConfig, method: str, teacher: str, values: dict[str, float]) -> RunConfig:
     settings = base.to_dict()
     settings["method"].update(name=method, teacher=str(teacher), tuned=None, **values)
+    # a trial is scored on validation alone: it selects on validation and never logs the test split
+    settings["train"]["selection"] = "val"
+    settings["evaluate"]["test_every_epoch"] = False
     try:
         return from_dict(settings)
     except ConfigError as err:

@@ -108,6 +108,64 @@ def test_stage_two_is_kd_alone_on_the_whole_student():
     assert logits.requires_grad
 
 
+@pytest.mark.parametrize("activation", ["relu", "none"])
+def test_the_regressor_applies_the_hints_relu_unless_none(activation):
+    """Every family's section output (the hint) is post-ReLU, so by default the regressor ends
+    in ReLU too (Romero et al.: the regressor has the hint's non-linearity); `none` keeps it
+    linear, conv and batch norm only."""
+    method, teacher, student = make_fitnets(**({} if activation == "relu" else {"regressor_activation": activation}))
+    assert method.cfg.regressor_activation == activation
+    method.start_phase("hint")
+    method.train_mode()
+    x, y = batch()
+    regressor = method.extra_modules()["regressor"]
+    assert isinstance(regressor[-1], nn.ReLU) == (activation == "relu") and len(regressor) == (3 if activation == "relu" else 2)
+    regressed = regressor(method.guided_features(x))
+    hint = method.hint_features(x)
+    assert hint.min() >= 0  # the hint, a section output, is post-ReLU
+    if activation == "relu":
+        assert regressed.min() >= 0
+        assert (regressed == 0).any() and (regressed > 0).any()
+    else:
+        assert regressed.min() < 0  # batch norm alone centres each channel: negatives remain
+    _, terms = method.losses("hint", x, y, 0.0)
+    torch.testing.assert_close(terms["hint"], F.mse_loss(regressed, hint))
+    # the activation has no parameters: checkpoints of either setting have the same keys
+    assert set(regressor.state_dict()) == {"0.weight", "1.weight", "1.bias", "1.running_mean", "1.running_var",
+                                           "1.num_batches_tracked"}
+
+
+@pytest.mark.parametrize("family, depth, options, inputs", [
+    ("resnet", 8, {"in_channels": 1, "num_classes": 4}, lambda g: torch.randn(4, 1, 8, 8, generator=g)),
+    ("resnext", 11, {"in_channels": 1, "num_classes": 4, "cardinality": 2, "bottleneck_width": 2,
+                     "widths": [8, 16, 32], "stem_width": 8}, lambda g: torch.randn(4, 1, 8, 8, generator=g)),
+    ("vdcnn", 9, {"num_classes": 4, "embedding_dim": 8, "widths": [8, 8, 16, 16], "fc_width": 16, "k": 4},
+     lambda g: torch.randint(0, 69, (4, 64), generator=g)),
+    ("vdcnn", 9, {"num_classes": 4, "embedding_dim": 8, "widths": [8, 8, 16, 16], "fc_width": 16, "k": 4,
+                  "shortcut": True, "downsample": "kmax"}, lambda g: torch.randint(0, 69, (4, 64), generator=g)),
+])
+def test_every_classifier_familys_section_outputs_are_post_relu(family, depth, options, inputs):
+    """What the default `regressor_activation: relu` rests on: each section ends in ReLU, so
+    its output has no negative value, and has zeros (the ReLU cut something)."""
+    from lit.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model(family, depth, **options)
+    with torch.no_grad():
+        for mode in (model.train, model.eval):
+            mode()
+            feats = model.features(inputs(torch.Generator().manual_seed(1)))
+            for i, out in enumerate(feats[1:]):
+                assert out.min() >= 0 and (out == 0).any(), f"{family} section {i}"
+
+
+def test_regressor_activation_is_read_by_fitnets_only_and_checked():
+    assert "regressor_activation" in METHODS.get("fitnets").uses
+    assert all("regressor_activation" not in METHODS.get(m).uses for m in ("kd", "lit", "scratch"))
+    with pytest.raises(ConfigError, match="method.regressor_activation"):
+        digits_config("method.regressor_activation=tanh")
+
+
 def fitnets_config(teacher, epochs: int = 1):
     return digits_config(
         "model.depth=8", "method.name=fitnets", f"method.teacher={teacher}", "train.precision=fp32",

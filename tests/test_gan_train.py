@@ -172,7 +172,7 @@ def test_bad_gan_keys_and_files_are_named():
         gan_config("method.n_critic=five")
     with pytest.raises(ConfigError, match="train.phases.gan.decay_start"):
         gan_config("train.phases.gan.iterations=10", "train.phases.gan.decay_start=20")
-    with pytest.raises(ConfigError, match="'data.val_fraction': method 'scratch' selects"):
+    with pytest.raises(ConfigError, match=r"'data.val_fraction' is 0.0 \(no validation split\), so method 'scratch' has nothing to select"):
         gan_config("method.name=scratch", "train.phases.train={epochs: 1}")
 
 

@@ -203,6 +203,91 @@ def test_lit_objective_is_beta_kd_plus_one_minus_beta_section_mse_over_two():
     torch.testing.assert_close(sum(terms.values()), (beta * kd + (1 - beta) * sum(section_mse)) / 2)
 
 
+VDCNN_TINY = dict(num_classes=3, embedding_dim=8, widths=[8, 8, 16, 16], fc_width=16, k=4)
+
+
+def tiny_vdcnn_pair() -> tuple[nn.Module, nn.Module]:
+    """A VDCNN-17 teacher with non-trivial batch-norm weights and running statistics, a VDCNN-9 student."""
+    torch.manual_seed(0)
+    teacher = build_model("vdcnn", 17, **VDCNN_TINY)
+    student = build_model("vdcnn", 9, **VDCNN_TINY)
+    with torch.no_grad():
+        for module in teacher.modules():
+            if isinstance(module, nn.BatchNorm1d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+        teacher.train()
+        for _ in range(3):
+            teacher(torch.randint(0, 69, (8, 64)))
+    return teacher, student
+
+
+@pytest.mark.parametrize("scale", [1.0, 0.5])
+def test_vdcnn_lit_objective_by_hand_follows_objective_scale(scale):
+    """The VDCNN LIT phase-1 loss on a fixed batch, recomputed by hand: the teacher's
+    features section by section, each student section fed the teacher's previous output,
+    the KD term from its formula. scale 1.0 is the official VDCNN code's
+    `(beta * KD).backward()` plus `(1 - beta) * MSE_i` per section; 0.5 the official CIFAR
+    code's halved sum."""
+    teacher, student = tiny_vdcnn_pair()
+    beta, tau, alpha = 0.4, 3.0, 0.6
+    cfg = MethodConfig(name="lit", teacher="unused", hard_weight=alpha, temperature=tau, kd_weight=beta,
+                       objective_scale=scale)
+    method = METHODS.get("lit")(cfg, student, teacher)
+    method.start_phase("lit")
+    method.train_mode()
+    generator = torch.Generator().manual_seed(5)
+    tokens = torch.randint(0, 69, (8, 64), generator=generator)
+    tokens[:, 50:] = 0  # a padded tail
+    labels = torch.randint(0, 3, (8,), generator=generator)
+    reference = copy.deepcopy(student)  # same weights (stem and head copied from the teacher) and modes
+    logits, terms = method.losses("lit", tokens, labels, 0.0)
+
+    with torch.no_grad():
+        teacher.eval()
+        feats = [teacher.stem(tokens)]  # teacher features by hand: stem, then section by section
+        for section in teacher.sections:
+            feats.append(section(feats[-1]))
+        teacher_logits = teacher.head(feats[-1]).double()
+        student_logits = reference(tokens).double()
+        mse = [((reference.sections[i](feats[i]) - feats[i + 1]) ** 2).mean() for i in range(4)]
+    # KD as `kd_loss` defines it: (1 - alpha) tau^2 softCE(p_t, p_s) + alpha CE(s, y); the soft
+    # cross-entropy is KL(softmax(t/tau) || softmax(s/tau)) plus the teacher's entropy, a constant
+    p_t = torch.softmax(teacher_logits / tau, dim=1)
+    log_p_s = torch.log_softmax(student_logits / tau, dim=1)
+    kl = (p_t * (torch.log(p_t) - log_p_s)).sum(dim=1).mean()
+    entropy = -(p_t * torch.log(p_t)).sum(dim=1).mean()
+    hard = -torch.log_softmax(student_logits, dim=1)[torch.arange(8), labels].mean()
+    kd = ((1 - alpha) * tau**2 * (kl + entropy) + alpha * hard).float()
+    torch.testing.assert_close(kd, kd_by_hand(student_logits, teacher_logits, labels, tau, alpha).float())
+
+    torch.testing.assert_close(logits, student_logits.float())
+    assert set(terms) == {"kd", "mse_section0", "mse_section1", "mse_section2", "mse_section3"}
+    assert all(m > 0 for m in mse)
+    torch.testing.assert_close(terms["kd"], scale * beta * kd)
+    for i in range(4):
+        torch.testing.assert_close(terms[f"mse_section{i}"], scale * (1 - beta) * mse[i])
+    torch.testing.assert_close(sum(terms.values()), scale * (beta * kd + (1 - beta) * sum(mse)))
+
+
+def test_objective_scale_is_validated_and_set_by_every_lit_run_config():
+    from pathlib import Path
+
+    from lit.config import ConfigError, load_config
+
+    for bad in ("0", "-0.5", ".nan", ".inf"):
+        with pytest.raises(ConfigError, match="method.objective_scale"):
+            digits_config(f"method.objective_scale={bad}")
+    assert MethodConfig().objective_scale == 0.5  # the default: the official CIFAR code
+    official = {"amazon-student": 1.0, "text-student": 1.0,  # the official VDCNN code
+                "cifar10-student": 0.5, "cifar10-subset-student": 0.5, "digits-student": 0.5}  # CIFAR
+    for name, scale in official.items():
+        path = Path(__file__).resolve().parents[1] / "config" / "runs" / f"{name}.yaml"
+        assert load_config(path).method.objective_scale == scale, name
+    assert "objective_scale" in METHODS.get("lit").uses
+    assert all("objective_scale" not in METHODS.get(m).uses for m in ("kd", "fitnets", "scratch"))
+
+
 def test_lit_linear_beta_schedule_runs_from_beta_to_kd_only():
     method, _, _ = make_lit(kd_weight_schedule="linear")
     assert method.kd_weight(0.0) == pytest.approx(0.4)

@@ -33,20 +33,31 @@ FIVE_NAMES = ["Very Negative", "Negative", "Neutral", "Positive", "Very Positive
 # ---------------------------------------------------------------- encoding
 
 
-def test_alphabet_is_the_69_documented_symbols():
-    punctuation = "-,;.!?:'\"/\\|_@#$%^&*~`+=<>()[]{}"
-    assert ALPHABET == "abcdefghijklmnopqrstuvwxyz" + "0123456789" + punctuation + "\n"
-    assert len(ALPHABET) == len(set(ALPHABET)) == 69
-    assert VOCAB_SIZE == 72 and VOCAB_SIZE <= 256  # ids fit in uint8
+def test_alphabet_is_the_official_lit_codes_67_symbols():
+    # stanford-futuredata/lit-code, vdcnn/trainlit.py: Vocab("...", offset=2, unknown=1), with
+    # U+02C6 (modifier letter circumflex) where the char-CNN paper meant '^', and the space last
+    punctuation = "-,;.!?:'\"/|_#$%\u02c6&*~`+=<>()[]{}"
+    assert ALPHABET == "abcdefghijklmnopqrstuvwxyz" + "0123456789" + punctuation + " "
+    assert len(ALPHABET) == len(set(ALPHABET)) == 67
+    assert (PAD_ID, UNKNOWN_ID, FIRST_SYMBOL_ID) == (0, 1, 2)
+    assert ALPHABET.index("a") + FIRST_SYMBOL_ID == 2 and SPACE_ID == 68
+    assert VOCAB_SIZE == 69 and VOCAB_SIZE <= 256  # the official embedding's 69 rows; ids fit in uint8
 
 
 def test_encoding_ids_lowercase_unknown_and_padding():
     tokens = encode_texts(["Az 9\n", "é\t?"], max_length=8)
     assert tokens.dtype == np.uint8 and tokens.shape == (2, 8)
-    a, z, nine, newline, question = (FIRST_SYMBOL_ID + ALPHABET.index(c) for c in "az9\n?")
-    assert tokens[0].tolist() == [a, z, SPACE_ID, nine, newline, PAD_ID, PAD_ID, PAD_ID]
+    a, z, nine, question = (FIRST_SYMBOL_ID + ALPHABET.index(c) for c in "az9?")
+    # the newline is not in the official alphabet: unknown
+    assert tokens[0].tolist() == [a, z, SPACE_ID, nine, UNKNOWN_ID, PAD_ID, PAD_ID, PAD_ID]
     assert tokens[1].tolist() == [UNKNOWN_ID, UNKNOWN_ID, question, PAD_ID, PAD_ID, PAD_ID, PAD_ID, PAD_ID]
     assert encode_texts(["HELLO"], 8).tolist() == encode_texts(["hello"], 8).tolist()
+
+
+def test_symbols_outside_the_official_alphabet_are_unknown_and_its_circumflex_is_known():
+    tokens = encode_texts(["\\@^\n\u02c6"], max_length=5)
+    circumflex = FIRST_SYMBOL_ID + ALPHABET.index("\u02c6")
+    assert tokens[0].tolist() == [UNKNOWN_ID, UNKNOWN_ID, UNKNOWN_ID, UNKNOWN_ID, circumflex]
 
 
 def test_truncation_keeps_the_beginning():
@@ -56,9 +67,9 @@ def test_truncation_keeps_the_beginning():
 
 
 def test_every_symbol_round_trips():
-    tokens = encode_texts([ALPHABET + " "], max_length=len(ALPHABET) + 1)
-    assert decode_ids(tokens[0]) == ALPHABET + " "
-    assert sorted(set(tokens[0].tolist())) == list(range(SPACE_ID, VOCAB_SIZE))
+    tokens = encode_texts([ALPHABET], max_length=len(ALPHABET))
+    assert decode_ids(tokens[0]) == ALPHABET
+    assert tokens[0].tolist() == list(range(FIRST_SYMBOL_ID, VOCAB_SIZE))
 
 
 def test_lower_casing_that_lengthens_text_still_fits():
@@ -116,9 +127,11 @@ def test_amazon_layout_loads_labels_from_zero_and_joins_title_and_body(amazon_ro
     assert raw.train.inputs.shape == (60, 256) and raw.train.inputs.dtype == torch.uint8
     assert raw.train.labels.tolist() == [label - 1 for label, _, _ in rows]
     label, title, body = rows[7]
-    expected = f"{title} {body}".lower()
+    # the file writes the body's newline as backslash-n: read as those two characters, as the
+    # official code (backslash unknown, then n)
+    expected = f"{title} {body}".lower().replace("\n", "\ufffdn")
     assert decode_ids(raw.train.inputs[7]) == expected[:256]
-    assert "\n" in decode_ids(raw.train.inputs[7])  # the escaped newline became a real one
+    assert "\ufffdnsecond line" in decode_ids(raw.train.inputs[7])
 
 
 def test_second_load_uses_the_cache_without_parsing(amazon_root, monkeypatch):

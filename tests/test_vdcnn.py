@@ -14,12 +14,12 @@ SMALL = dict(widths=[16, 32, 64, 128], fc_width=64, embedding_dim=8)
 
 
 def paper_parameter_count(blocks: tuple[int, ...], classes: int, shortcut: bool = False) -> int:
-    """Count by hand from the VDCNN paper (EACL 2017): 72-token embedding of 16 dims; a width-3
-    convolution 16 -> 64 with bias; per block two width-3 convolutions without bias (BN
-    follows), each followed by a batch norm (scale and shift); the head's three linear
-    layers 512*8 -> 2048 -> 2048 -> classes with biases."""
-    vocab, embed, widths, fc, k = 72, 16, [64, 128, 256, 512], 2048, 8
-    total = vocab * embed + (embed * widths[0] * 3 + widths[0])
+    """Count by hand from the VDCNN paper (EACL 2017) as the official LIT code builds it:
+    69-token embedding of 16 dims; a width-3 convolution 16 -> 64 without bias; per block two
+    width-3 convolutions without bias (BN follows), each followed by a batch norm (scale and
+    shift); the head's three linear layers 512*8 -> 2048 -> 2048 -> classes with biases."""
+    vocab, embed, widths, fc, k = 69, 16, [64, 128, 256, 512], 2048, 8
+    total = vocab * embed + embed * widths[0] * 3
     channels = widths[0]
     for width, count in zip(widths, blocks):
         for _ in range(count):
@@ -92,10 +92,30 @@ def test_k_max_pooling_keeps_the_largest_values_in_order():
     assert k_max_pool(values, 3).tolist() == [[[9.0, 7.0, 8.0]]]
 
 
-def test_padding_embeds_to_zero():
+def test_padding_has_its_own_learned_embedding_and_the_stem_conv_no_bias_as_the_official_code():
     model = build_model("vdcnn", 9, **SMALL)
+    assert model.stem[0].lookup.padding_idx is None
     embedded = model.stem[0](torch.zeros(1, 5, dtype=torch.long))
-    assert torch.count_nonzero(embedded) == 0
+    assert torch.count_nonzero(embedded) == embedded.numel()  # N(0, 1) like every other row
+    assert model.stem[1].bias is None
+    assert model.stem[0].lookup.num_embeddings == DEFAULT_VOCAB_SIZE == 69
+
+
+def test_convolutions_are_he_initialised_on_fan_in_as_the_official_code():
+    """kaiming_normal_(mode='fan_in'): std sqrt(2 / (in_channels * kernel)); fan_out would give
+    a different std wherever in and out widths differ."""
+    torch.manual_seed(0)
+    model = build_model("vdcnn", 9)  # the paper's widths: enough weights for a tight estimate
+    checked = 0
+    for module in model.modules():
+        if isinstance(module, torch.nn.Conv1d) and module.weight.numel() >= 10_000:
+            fan_in = module.weight.shape[1] * module.weight.shape[2]
+            expected = (2.0 / fan_in) ** 0.5
+            assert module.weight.std().item() == pytest.approx(expected, rel=0.05), module
+            checked += 1
+    assert checked >= 4
+    stem = model.stem[1]  # 16 -> 64 channels: fan_in 48 and fan_out 192 differ by 4x
+    assert stem.weight.std().item() == pytest.approx((2.0 / 48) ** 0.5, rel=0.1)
 
 
 def test_too_short_input_names_k():
@@ -115,7 +135,7 @@ def test_bad_options_are_named():
         build_model("vdcnn", 9, dropout=0.5)
 
 
-def test_every_parameter_gets_a_gradient_except_the_padding_embedding():
+def test_every_parameter_gets_a_gradient_the_padding_embedding_included():
     torch.manual_seed(0)
     model = build_model("vdcnn", 9, num_classes=2, shortcut=True, **SMALL)
     tokens = torch.randint(1, VOCAB_SIZE, (4, 80))
@@ -124,4 +144,4 @@ def test_every_parameter_gets_a_gradient_except_the_padding_embedding():
     for name, parameter in model.named_parameters():
         assert parameter.grad is not None and parameter.grad.abs().sum() > 0, name
     embedding = model.stem[0].lookup.weight.grad
-    assert torch.count_nonzero(embedding[0]) == 0
+    assert torch.count_nonzero(embedding[0]) > 0  # no padding_idx: padding learns, as the official code

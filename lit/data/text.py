@@ -1,16 +1,24 @@
 """Character-level text classification data: Amazon reviews (the char-CNN paper, NIPS 2015), any review
 CSV, and the rt-polarity and movie-review corpora of Pang & Lee.
 
-Encoding (the alphabet of Zhang, Zhao & LeCun 2015, used by VDCNN): text is lower-cased
-and cut or padded to `max_length` characters (1014 in both papers). Each character maps to
-one id that fits in a byte:
+Encoding: the official LIT code's (stanford-futuredata/lit-code, vdcnn/trainlit.py: its
+`Vocab(ALPHABET, offset=2, unknown=1)` and `PadOrTruncate(1014)`), so that ids are those
+its VDCNN embedding of 69 rows was trained on. Text is lower-cased and cut or padded to
+`max_length` characters (1014 in both papers). Each character maps to one id that fits in
+a byte:
 
     0          padding (after the end of the text)
-    1          unknown: any character outside the alphabet (accented letters, emoji, tabs)
-    2          space (VDCNN gives the space its own token: it marks word boundaries)
-    3 .. 71    the 69 symbols of `ALPHABET`, in its order: the 26 letters a-z, the 10
-               digits 0-9, the 32 punctuation marks  - , ; . ! ? : ' " / \\ | _ @ # $ % ^ & * ~ ` + = < > ( ) [ ] { }
-               and the newline (the char-CNN paper lists 70 characters because `-` appears twice)
+    1          unknown: any character outside the alphabet (accented letters, emoji, tabs,
+               newlines, the backslash, `@` and the ASCII caret `^`)
+    2 .. 68    the 67 symbols of `ALPHABET`, in its order: the 26 letters a-z, the 10
+               digits 0-9, the 30 punctuation marks  - , ; . ! ? : ' " / | _ # $ % ˆ & * ~ ` + = < > ( ) [ ] { }
+               and the space (id 68, `SPACE_ID`)
+
+The official string is close to the char-CNN alphabet of Zhang, Zhao & LeCun (2015),
+without its backslash, `@` and newline and with the space; its caret is U+02C6 MODIFIER
+LETTER CIRCUMFLEX, not ASCII `^` (as in a copy from the paper's PDF), so `^` is unknown
+there and here. The Amazon files write a newline as backslash-n; the official code reads those two
+characters as they are (unknown, then `n`), and so does `AMAZON_LAYOUT`.
 
 A split of a large CSV is parsed once, streamed in chunks, into a cache folder under the
 data root holding a uint8 token matrix `tokens.npy` (N x max_length) and `labels.npy`.
@@ -46,29 +54,33 @@ import torch
 from lit.data.base import Augment, RawData, Split, register_dataset, stratified_holdout
 from lit.data.download import ChecksumError, download, file_digest, safe_extract
 
-ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'\"/\\|_@#$%^&*~`+=<>()[]{}\n"
-PAD_ID, UNKNOWN_ID, SPACE_ID = 0, 1, 2
-FIRST_SYMBOL_ID = 3
-VOCAB_SIZE = FIRST_SYMBOL_ID + len(ALPHABET)  # 72 ids; the vdcnn model's default `vocab_size`
+# the official LIT code's alphabet, character for character (U+02C6 where `^` was meant)
+ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789-,;.!?:'\"/|_#$%\u02c6&*~`+=<>()[]{} "
+PAD_ID, UNKNOWN_ID = 0, 1
+FIRST_SYMBOL_ID = 2
+SPACE_ID = FIRST_SYMBOL_ID + ALPHABET.index(" ")  # 68
+VOCAB_SIZE = FIRST_SYMBOL_ID + len(ALPHABET)  # 69 ids; the vdcnn model's default `vocab_size`
 DEFAULT_MAX_LENGTH = 1014
-CACHE_FORMAT = "lit-text-cache/1"  # change when the encoding changes: old caches are then ignored
+CACHE_FORMAT = "lit-text-cache/2"  # change when the encoding changes: old caches are then ignored
 ROWS_PER_CHUNK = 16384
 
 log = logging.getLogger(__name__)
 
-assert len(ALPHABET) == 69 and len(set(ALPHABET)) == 69
+assert len(ALPHABET) == 67 and len(set(ALPHABET)) == 67
 
 
 def ascii_lookup() -> np.ndarray:
     """Id of every ASCII code point; everything else is unknown."""
     table = np.full(128, UNKNOWN_ID, dtype=np.uint8)
-    table[ord(" ")] = SPACE_ID
     for offset, symbol in enumerate(ALPHABET):
-        table[ord(symbol)] = FIRST_SYMBOL_ID + offset
+        if ord(symbol) < 128:
+            table[ord(symbol)] = FIRST_SYMBOL_ID + offset
     return table
 
 
 ASCII_IDS = ascii_lookup()
+# the alphabet's symbols beyond ASCII (code point -> id): only U+02C6
+WIDE_IDS = {ord(symbol): FIRST_SYMBOL_ID + offset for offset, symbol in enumerate(ALPHABET) if ord(symbol) >= 128}
 
 
 def encode_texts(texts: Sequence[str], max_length: int = DEFAULT_MAX_LENGTH) -> np.ndarray:
@@ -78,6 +90,8 @@ def encode_texts(texts: Sequence[str], max_length: int = DEFAULT_MAX_LENGTH) -> 
     lengths = np.fromiter(map(len, clipped), dtype=np.int64, count=len(clipped))
     codes = np.frombuffer("".join(clipped).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
     ids = np.where(codes < 128, ASCII_IDS[np.minimum(codes, 127)], UNKNOWN_ID).astype(np.uint8)
+    for code, symbol_id in WIDE_IDS.items():
+        ids[codes == code] = symbol_id
     tokens = np.full((len(clipped), max_length), PAD_ID, dtype=np.uint8)
     tokens[np.arange(max_length) < lengths[:, None]] = ids  # fills row by row, left-aligned
     return tokens
@@ -85,7 +99,7 @@ def encode_texts(texts: Sequence[str], max_length: int = DEFAULT_MAX_LENGTH) -> 
 
 def decode_ids(ids: Iterable[int]) -> str:
     """Readable text of token ids: padding dropped, unknown shown as U+FFFD (for inspection)."""
-    symbols = {PAD_ID: "", UNKNOWN_ID: "\ufffd", SPACE_ID: " "}
+    symbols = {PAD_ID: "", UNKNOWN_ID: "\ufffd"}
     symbols.update({FIRST_SYMBOL_ID + i: s for i, s in enumerate(ALPHABET)})
     return "".join(symbols[int(i)] for i in ids)
 
@@ -347,8 +361,9 @@ AMAZON_CLASS_NAMES = {
     "amazon_review_full": ["1 star", "2 stars", "3 stars", "4 stars", "5 stars"],
     "amazon_review_polarity": ["negative", "positive"],  # 1 and 2 in the files
 }
-# rows "label","title","body"; labels count from 1; a newline inside a review is written \n
-AMAZON_LAYOUT = CsvLayout(label_column=0, text_columns=(1, 2), label_offset=1, escaped_newlines=True)
+# rows "label","title","body"; labels count from 1; a newline inside a review is written \n,
+# which is read as those two characters (backslash: unknown; then n), as the official code
+AMAZON_LAYOUT = CsvLayout(label_column=0, text_columns=(1, 2), label_offset=1, escaped_newlines=False)
 SPLIT_FILES = ("train.csv", "test.csv")
 
 

@@ -44,10 +44,22 @@ def check_run_config(cfg: RunConfig) -> RunConfig:
             raise ConfigError(f"config key 'train.phases.{phase}' is required by method {cfg.method.name!r}")
     if method.needs_teacher and not cfg.method.teacher:
         raise ConfigError(f"config key 'method.teacher' is required by method {cfg.method.name!r} (a teacher run directory or checkpoint)")
-    if method.selects_on_validation and cfg.data.val_fraction <= 0.0:
+    if method.reshapes_student and cfg.train.compile:
         raise ConfigError(
-            f"config key 'data.val_fraction': method {cfg.method.name!r} selects its checkpoint on a validation split, "
-            f"expected a number in (0, 1), got {cfg.data.val_fraction!r}"
+            f"config key 'train.compile': method {cfg.method.name!r} changes the student's architecture during the run "
+            "(pruning), which torch.compile is not supported with; set it to false"
+        )
+    if method.selects_on_validation and cfg.data.val_fraction <= 0.0 and cfg.train.selection != "last":
+        raise ConfigError(
+            f"config key 'data.val_fraction' is {cfg.data.val_fraction!r} (no validation split), so method {cfg.method.name!r} "
+            f"has nothing to select its checkpoint on: set config key 'train.selection' to 'last' (report the last "
+            f"epoch's model, the paper's full-training-set protocol) or give data.val_fraction in (0, 1); "
+            f"train.selection is {cfg.train.selection!r}"
+        )
+    if cfg.evaluate.test_every_epoch and not method.selects_on_validation:
+        raise ConfigError(
+            f"config key 'evaluate.test_every_epoch': method {cfg.method.name!r} trains a generator, which has no "
+            "test accuracy to log; set it to false"
         )
     return cfg
 

@@ -148,6 +148,7 @@ class Trainer:
             input_shape=self.data.input_shape,
             active_phases=tuple(self.phases),
             teacher_extras=load_teacher_extras(cfg.method.teacher) if teacher is not None else None,
+            family=cfg.model.family,
         )
         try:
             self.method: Method = method_class(cfg.method, self.student, teacher, context)
@@ -177,6 +178,11 @@ class Trainer:
             self.data.val, self.data, cfg.train.eval_batch_size, self.device, False, memory_format=self.memory_format,
             scaling=method_class.image_scaling,
         )
+        # the paper's protocol (best test epoch): the test split, scored after selection is done
+        self.test_batches = Batches(
+            self.data.test, self.data, cfg.train.eval_batch_size, self.device, False, memory_format=self.memory_format,
+            scaling=method_class.image_scaling,
+        ) if cfg.evaluate.test_every_epoch else None
         self.log = MetricsLog(self.run_dir / "metrics.jsonl")
         self.progress = Progress()
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
@@ -215,6 +221,13 @@ class Trainer:
         state = load_checkpoint(self.state_path, map_location="cpu", kind="train-state")
         if "optimizers" not in state:
             raise CheckpointError(f"{self.state_path} was written by an older lit (no 'optimizers' entry): start the run anew")
+        spec = state["spec"]
+        if spec != self.spec:  # the method reshaped the student before this state was saved (slimming pruned it)
+            self.student, self.spec = build_model(spec["family"], spec["depth"], **spec["options"]), spec
+            self.student.to(self.device, memory_format=self.memory_format)
+            if self.cfg.train.compile:
+                compile_sectioned(self.student, compile_mode(self.device))
+            self.method.set_student(self.student)
         unwrap(self.student).load_state_dict(state["model"])
         self.method.extra_modules().load_state_dict(state["extra"])
         self.progress = Progress(**state["progress"])
@@ -224,6 +237,17 @@ class Trainer:
             self.stream.load_state_dict(state["stream"])
         self.log.truncate_after(epoch=self.progress.epoch, iteration=self.progress.iteration)
         return state
+
+    def reshape_student(self, phase: str) -> None:
+        """Let the method change the student's architecture as `phase` starts (slimming
+        prunes it): the new spec goes into every later checkpoint, the new modules onto the
+        device, and selection starts over, so `best.pt` is one of the reshaped models."""
+        options = self.method.reshape_student(phase, self.spec["options"])
+        if options is None:
+            return
+        self.student, self.spec = self.method.student, {**self.spec, "options": options}
+        self.student.to(self.device, memory_format=self.memory_format)
+        self.progress.best_val_acc = -1.0
 
     # ------------------------------------------------------------ the loop
 
@@ -235,8 +259,11 @@ class Trainer:
         for phase_index in range(self.progress.phase_index, len(self.phases)):
             phase = self.phases[phase_index]
             settings = self.cfg.train.phases[phase]
+            resumed = saved is not None and phase_index == self.progress.phase_index
+            if not resumed:  # a phase resumed inside was reshaped before its state was saved
+                self.reshape_student(phase)
             self.optimizers = self.make_optimizers(settings, self.method.param_groups(phase))
-            if saved is not None and phase_index == self.progress.phase_index:
+            if resumed:
                 for name, optimizer_state in saved["optimizers"].items():
                     self.optimizers[name].load_state_dict(optimizer_state)
             saved = None
@@ -351,23 +378,34 @@ class Trainer:
         self.end_interval({**record, "epoch": self.progress.epoch})
 
     def end_interval(self, record: dict[str, Any]) -> None:
-        """Validate (where the method selects), write best.pt and last.pt, the record, then the state."""
+        """Validate and select, write best.pt and last.pt, score the test split where the
+        oracle is on (after selection: nothing selected can depend on it), then write the
+        record and the state."""
         progress, checkpoints = self.progress, self.run_dir / "checkpoints"
         position = {"epoch": record.get("epoch", progress.epoch), "iteration": progress.iteration}
-        if self.method.selects_on_validation:
+        if self.method.selects_on_validation and len(self.data.val) > 0:
             val_acc, val_loss = accuracy(self.student, self.val_batches, self.device, self.dtype)
             record.update(val_acc=val_acc, val_loss=val_loss)
-            if val_acc > progress.best_val_acc:
-                progress.best_val_acc, progress.best_epoch = val_acc, progress.epoch
-                save_model(self.student, self.spec, checkpoints / "best.pt", val_acc=val_acc, **position)
-        else:  # nothing to select on: the model so far is the one to use
-            save_model(self.student, self.spec, checkpoints / "best.pt", **position)
+        if self.selects_best_on_validation:
+            if record["val_acc"] > progress.best_val_acc:
+                progress.best_val_acc, progress.best_epoch = record["val_acc"], progress.epoch
+                save_model(self.student, self.spec, checkpoints / "best.pt", val_acc=record["val_acc"], **position)
+        else:  # selection `last`, or nothing to select on (a generator): the model so far is the one to use
+            progress.best_epoch = progress.epoch
+            save_model(self.student, self.spec, checkpoints / "best.pt", val_acc=record.get("val_acc"), **position)
         save_model(self.student, self.spec, checkpoints / "last.pt", val_acc=record.get("val_acc"), **position)
+        if self.test_batches is not None:
+            # in fp32, as `lit evaluate` scores best.pt and last.pt: the oracle's last epoch is test_acc_last
+            record["test_acc"], record["test_loss"] = accuracy(self.student, self.test_batches, self.device, torch.float32)
         # the record before the state: a run killed between the two redoes this interval (and
         # truncates its record) instead of resuming past one that was never logged
         self.log.append(record)
         self.save_state()
         print(self.status_line(record), file=sys.stderr, flush=True)
+
+    @property
+    def selects_best_on_validation(self) -> bool:
+        return self.method.selects_on_validation and self.cfg.train.selection == "val"
 
     def status_line(self, record: dict[str, Any]) -> str:
         if "phase_epoch" in record:
@@ -379,11 +417,12 @@ class Trainer:
 
     def finish(self, seconds: float) -> dict[str, Any]:
         records = self.log.records()
-        selects = self.method.selects_on_validation
+        selects = self.selects_best_on_validation
         summary = {
             "status": "complete", "method": self.cfg.method.name, "family": self.cfg.model.family,
             "depth": self.cfg.model.depth, "seed": self.cfg.seed, "data": self.cfg.data.name,
             "epochs": self.progress.epoch, "iterations": self.progress.iteration,
+            "selection": self.cfg.train.selection if self.method.selects_on_validation else None,
             "best_epoch": self.progress.best_epoch if selects else None,
             "best_val_acc": self.progress.best_val_acc if selects else None,
             "last_val_acc": records[-1].get("val_acc") if records else None,
@@ -393,6 +432,10 @@ class Trainer:
             "device": str(self.device), "precision": str(self.dtype).replace("torch.", ""),
             "seconds_this_session": seconds,
         }
+        tested = [r for r in records if "test_acc" in r]
+        if tested:  # the oracle: the paper's "best test accuracy over all epochs" (first epoch on a tie)
+            best = max(tested, key=lambda r: r["test_acc"])
+            summary.update(oracle_test_acc=best["test_acc"], oracle_epoch=best.get("epoch"))
         write_json(self.run_dir / "summary.json", summary)
         return summary
 

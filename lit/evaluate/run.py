@@ -41,8 +41,18 @@ def evaluate_run(run_dir: str | Path, devices: list[str] | None = None, latency_
         result.update(evaluate_generator(run_dir, cfg, device, fid_images, latency_runs=latency_runs))
     else:
         result.update(evaluate_classifier(run_dir, cfg, devices, latency_runs, throughput_batch))
+        result.update(protocol_fields(cfg, result.get("train") or {}))
     write_json(run_dir / "eval.json", result)
     return result
+
+
+def protocol_fields(cfg: RunConfig, summary: dict[str, Any]) -> dict[str, Any]:
+    """How the reported numbers were obtained: the selection rule, the share of the training
+    set held out, and the oracle (best test epoch, the paper's protocol) where it was logged."""
+    fields: dict[str, Any] = {"selection": cfg.train.selection, "val_fraction": cfg.data.val_fraction}
+    if cfg.evaluate.test_every_epoch and "oracle_test_acc" in summary:
+        fields.update(test_acc_oracle=summary["oracle_test_acc"], oracle_epoch=summary.get("oracle_epoch"))
+    return fields
 
 
 def evaluate_classifier(run_dir: Path, cfg: RunConfig, devices: list[str] | None, latency_runs: int,

@@ -7,7 +7,11 @@ terms, steps that group's optimiser and logs every term. A classifier method imp
 `losses` (one update a batch); a method with several players (a GAN's generator and
 discriminator) implements `updates`. A method never touches optimisers, data loaders or
 files; modules it trains beside the student (a regressor, a discriminator) are its
-`extra_modules`, which the engine checkpoints and restores.
+`extra_modules`, which the engine checkpoints and restores. A method that changes the
+student's architecture (network slimming prunes it) does so only at the start of a phase,
+in `reshape_student`, and returns the new model spec options; the engine then moves the
+new modules to its device, builds the phase's optimisers on them, records the spec in
+every checkpoint and restarts the validation selection.
 """
 
 from __future__ import annotations
@@ -52,6 +56,7 @@ class MethodContext:
     input_shape: tuple[int, ...] = ()
     active_phases: tuple[str, ...] = ()  # the phases that will run (a phase of length 0 does not)
     teacher_extras: dict[str, Any] | None = None  # the teacher run's own extra modules' weights (a GAN's discriminator)
+    family: str = ""  # the student's model family (`model.family`)
 
 
 class Method:
@@ -62,6 +67,7 @@ class Method:
     image_scaling: ClassVar[str] = "standardise"  # or "symmetric": images in [-1, 1] (generators)
     # the `method.*` keys this method reads; the others cannot change its result
     uses: ClassVar[tuple[str, ...]] = ()
+    reshapes_student: ClassVar[bool] = False  # changes the student's architecture in `reshape_student`
 
     def __init__(
         self, cfg: MethodConfig, student: nn.Module, teacher: nn.Module | None = None, context: MethodContext | None = None
@@ -112,6 +118,19 @@ class Method:
         with torch.no_grad():
             feats = self.teacher.features(inputs)
             return self.teacher.head(feats[-1]), feats
+
+    def reshape_student(self, phase: str, options: dict[str, Any]) -> dict[str, Any] | None:
+        """Called as `phase` starts (not when a run resumes inside it), before its parameter
+        groups are asked for. A method that changes the student's architecture here (in
+        place, or by pointing `self.student` at a new module) returns the student's new
+        spec options (`options` are the current ones), from which `lit.models.build_model`
+        rebuilds it; None when the architecture stays as it is."""
+        return None
+
+    def set_student(self, student: nn.Module) -> None:
+        """Train `student` from now on: on resume, the engine rebuilds a reshaped student
+        from its saved spec and hands it over here."""
+        self.student = student
 
     def updates(self, step: Step, inputs: torch.Tensor, labels: torch.Tensor) -> Iterator[Update]:
         """The updates of one batch, in order; the engine applies each before asking for the next."""

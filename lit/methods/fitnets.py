@@ -6,13 +6,24 @@ student's N sections (section 1 of a 3-section CIFAR ResNet, the paper's "middle
 or `method.hint_section`.
 
 Stage `hint`: the student's stem and sections up to the guided layer, and a regressor
-(a 1x1 convolution and batch norm from the student's to the teacher's channels; the paper
-uses a convolutional regressor, sized so that the spatial shapes agree, which for our
-families of equal strides is 1x1) are trained on
+(a 1x1 convolution and batch norm from the student's to the teacher's channels, then the
+hint's non-linearity; the paper uses a convolutional regressor, sized so that the spatial
+shapes agree, which for our families of equal strides is 1x1) are trained on
 `MSE(regressor(student_feats[h + 1]), teacher_feats[h + 1])`; the student's later
 sections and head are frozen (eval mode, no gradient).
 Stage `train`: the whole student is trained with KD (hard_weight alpha, temperature tau),
 the regressor is dropped (frozen and unused).
+
+The regressor's non-linearity (`method.regressor_activation`): Romero et al. pass the
+regressor through the same non-linearity as the hint. In every classifier family here the
+hint, a section's output, is post-ReLU: a section ends in a residual block whose forward
+ends `relu(out + shortcut(x))` (resnet `BasicBlock`, resnext `BottleneckBlock`) or, for
+vdcnn, in a `ConvBlock` ending `relu(bn2(...) [+ shortcut])` (its down-sampling pool
+comes first in the section). So `relu` (the default) applies ReLU after the regressor's
+batch norm and the regressed output lives where the hint lives (non-negative); `none`
+leaves the regressor linear (conv and batch norm), as this project did before. (StarGAN's
+residual blocks end in a sum without ReLU, but they have no batch norm, and FitNets
+refuses them: `section_output_channels`.)
 """
 
 from __future__ import annotations
@@ -40,16 +51,22 @@ def section_output_channels(section: nn.Module) -> tuple[int, int]:
     return norms[-1].num_features, 1 if isinstance(norms[-1], nn.BatchNorm1d) else 2
 
 
-def hint_regressor(student_channels: int, teacher_channels: int, dims: int) -> nn.Sequential:
+def hint_regressor(student_channels: int, teacher_channels: int, dims: int, activation: str = "relu") -> nn.Sequential:
+    """1x1 convolution, batch norm, then the hint's non-linearity (`relu`) or none (`none`)."""
     conv, norm = (nn.Conv1d, nn.BatchNorm1d) if dims == 1 else (nn.Conv2d, nn.BatchNorm2d)
-    return nn.Sequential(conv(student_channels, teacher_channels, 1, bias=False), norm(teacher_channels))
+    layers: list[nn.Module] = [conv(student_channels, teacher_channels, 1, bias=False), norm(teacher_channels)]
+    if activation == "relu":
+        layers.append(nn.ReLU())
+    elif activation != "none":
+        raise ConfigError(f"config key 'method.regressor_activation': expected relu or none, got {activation!r}")
+    return nn.Sequential(*layers)
 
 
 @register_method("fitnets")
 class FitNets(Method):
     phases = ("hint", "train")
     needs_teacher = True
-    uses = ("teacher", "hard_weight", "temperature", "hint_section", "tuned")
+    uses = ("teacher", "hard_weight", "temperature", "hint_section", "regressor_activation", "tuned")
 
     def __init__(self, cfg, student, teacher=None, context=None):
         super().__init__(cfg, student, teacher, context)
@@ -63,7 +80,9 @@ class FitNets(Method):
         self.hint_section = hint
         student_channels, dims = section_output_channels(student.sections[hint])
         teacher_channels, _ = section_output_channels(teacher.sections[hint])
-        self.extra = nn.ModuleDict({"regressor": hint_regressor(student_channels, teacher_channels, dims)})
+        self.extra = nn.ModuleDict(
+            {"regressor": hint_regressor(student_channels, teacher_channels, dims, cfg.regressor_activation)}
+        )
 
     def extra_modules(self) -> nn.ModuleDict:
         return self.extra

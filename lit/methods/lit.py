@@ -3,7 +3,12 @@
 Phase `lit`: the student's stem and head start as copies of the teacher's (frozen by
 default); each student section i is fed the teacher's output of section i-1 and regressed
 onto the teacher's output of section i (plain MSE); KD runs on the student's own end-to-end
-forward. Objective: L = (beta * KD + (1 - beta) * sum_i MSE_i) / 2.
+forward. Objective: L = s * (beta * KD + (1 - beta) * sum_i MSE_i), with s =
+`method.objective_scale`. The official code has two scales: its CIFAR code halves the sum
+(s = 0.5, the default), its VDCNN code does not (`(beta * KD).backward()` and then
+`(1 - beta) * MSE_i` for each section: s = 1.0). Under SGD the factor is a factor on the
+phase-1 learning rate, so each of our run configs sets it to the value of the official
+code it follows (1.0 for the VDCNN/text configs, 0.5 for CIFAR and digits).
 Phase `finetune`: KD only, end to end (stem and head frozen by default, as the official
 CIFAR code).
 
@@ -46,7 +51,7 @@ class LIT(Method):
     needs_teacher = True
     same_family_teacher = True
     uses = ("teacher", "hard_weight", "temperature", "kd_weight", "kd_weight_schedule",
-            "copy_stem_head", "freeze_stem_head", "finetune_freeze_stem_head", "tuned")
+            "copy_stem_head", "freeze_stem_head", "finetune_freeze_stem_head", "objective_scale", "tuned")
 
     def __init__(self, cfg, student, teacher=None, context=None):
         super().__init__(cfg, student, teacher, context)
@@ -79,7 +84,8 @@ class LIT(Method):
         beta = self.kd_weight(progress)
         with running_stats_untouched(self.student.sections):
             section_mse = teacher_fed_section_mse(self.student.sections, teacher_feats)
-        terms = {"kd": beta * kd / 2}
+        scale = self.cfg.objective_scale
+        terms = {"kd": scale * beta * kd}
         for i, mse in enumerate(section_mse):
-            terms[f"mse_section{i}"] = (1.0 - beta) * mse / 2
+            terms[f"mse_section{i}"] = scale * (1.0 - beta) * mse
         return logits, terms

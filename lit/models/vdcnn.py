@@ -12,7 +12,16 @@ lives inside `sections[1..3]` and the stem / sections / head contract holds:
   "kmax"     k-max pooling keeping half the positions, in order
   "conv"     the first convolution of the section has stride 2
 
-Input: token ids (N, L), for example from `lit.data.text` (ids 0..71, 0 = padding).
+Input: token ids (N, L), for example from `lit.data.text` (ids 0..68, 0 = padding).
+
+As the official LIT code (stanford-futuredata/lit-code, vdcnn/vdcnn.py): a 69-row
+embedding (padding, unknown and the 67 symbols of its alphabet) without `padding_idx`, so
+padding has its own learned vector; the stem convolution without bias; every convolution
+initialised `kaiming_normal_(mode="fan_in")` (gain sqrt(2)); batch norms at weight 1 and
+bias 0; embedding and linear layers at PyTorch's defaults. Kept different (README,
+"Deviations from the official code"): the optional shortcut projection has a batch norm
+after its 1x1 convolution (the official one has none; shortcuts are off in both by
+default), and the "kmax" down-sampling keeps ceil(L / 2) positions (the official floor).
 """
 
 from __future__ import annotations
@@ -27,8 +36,9 @@ from lit.models.registry import register_model
 # blocks per section for each depth: 2 convolutions a block, plus the stem's convolution
 BLOCKS_PER_DEPTH = {9: (1, 1, 1, 1), 17: (2, 2, 2, 2), 29: (5, 5, 2, 2), 49: (8, 8, 5, 3)}
 DOWNSAMPLING = ("maxpool", "kmax", "conv")
-# padding, unknown, space and the 69-symbol alphabet of lit.data.text (models do not import data)
-DEFAULT_VOCAB_SIZE = 72
+# padding, unknown and the 67 symbols of lit.data.text's ALPHABET (the official code's
+# vocab_size=69; models do not import data)
+DEFAULT_VOCAB_SIZE = 69
 
 
 def k_max_pool(x: torch.Tensor, k: int) -> torch.Tensor:
@@ -54,11 +64,12 @@ class KMaxPool(nn.Module):
 
 
 class CharEmbedding(nn.Module):
-    """Token ids (N, L) to embedding channels (N, dim, L); padding (id 0) embeds to zeros."""
+    """Token ids (N, L) to embedding channels (N, dim, L). No `padding_idx`, as the official
+    code: padding (id 0) is a token like any other, with its own learned vector."""
 
     def __init__(self, vocab_size: int, dim: int) -> None:
         super().__init__()
-        self.lookup = nn.Embedding(vocab_size, dim, padding_idx=0)
+        self.lookup = nn.Embedding(vocab_size, dim)
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         return self.lookup(tokens).transpose(1, 2)
@@ -132,10 +143,17 @@ def check_options(depth: int, widths: list[int], downsample: str, k: int) -> Non
 
 
 def init_weights(model: nn.Module) -> None:
-    """He initialisation of the convolutions, as in the paper."""
+    """He initialisation of the convolutions, as the official code: normal, std
+    sqrt(2 / fan_in) (its `kaiming_normal_(mode='fan_in')` has the default leaky_relu gain
+    with slope 0, i.e. ReLU's sqrt(2)); biases (none by default) 0; batch norms 1 and 0."""
     for module in model.modules():
         if isinstance(module, nn.Conv1d):
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+            nn.init.kaiming_normal_(module.weight, mode="fan_in", nonlinearity="relu")
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.BatchNorm1d):
+            nn.init.ones_(module.weight)
+            nn.init.zeros_(module.bias)
 
 
 @register_model("vdcnn")
@@ -160,7 +178,9 @@ def vdcnn(
     """
     widths = list(widths)
     check_options(depth, widths, downsample, k)
-    stem = nn.Sequential(CharEmbedding(vocab_size, embedding_dim), nn.Conv1d(embedding_dim, widths[0], 3, padding=1))
+    stem = nn.Sequential(  # the stem convolution has no bias, as the official code
+        CharEmbedding(vocab_size, embedding_dim), nn.Conv1d(embedding_dim, widths[0], 3, padding=1, bias=False)
+    )
     sections, channels = [], widths[0]
     for index, (width, blocks) in enumerate(zip(widths, BLOCKS_PER_DEPTH[depth])):
         sections.append(vdcnn_section(channels, width, blocks, index > 0, downsample, shortcut))

@@ -31,11 +31,13 @@ from lit.runtime.files import atomic_write_text
 COLUMNS = [
     "experiment", "run_id", "role", "method", "family", "depth", "seed", "data",
     "hard_weight", "temperature", "kd_weight", "teacher_run",
-    "test_acc_selected", "test_acc_last", "val_acc_selected", "val_acc_last", "selected_epoch", "last_epoch",
+    "data_options", "selection", "val_fraction",
+    "test_acc_selected", "test_acc_last", "test_acc_oracle", "val_acc_selected", "val_acc_last",
+    "selected_epoch", "last_epoch", "oracle_epoch",
     "params", "flops", "macs", "latency_ms_cpu", "throughput_cpu", "latency_ms_cuda", "throughput_cuda",
     "fid", "epochs", "iterations", "train_seconds", "run_dir",
 ]
-TEXT_COLUMNS = ["experiment", "run_id", "role", "method", "family", "data", "teacher_run", "run_dir"]
+TEXT_COLUMNS = ["experiment", "run_id", "role", "method", "family", "data", "data_options", "selection", "teacher_run", "run_dir"]
 NUMERIC_COLUMNS = [column for column in COLUMNS if column not in TEXT_COLUMNS]
 
 TEACHER_METHODS = {"stargan"}  # methods that only ever train a teacher
@@ -80,13 +82,16 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     evaluation = read_json_file(eval_path)
     config = run_config(run_dir, evaluation)
     summary = evaluation.get("train") or (read_json_file(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {})
-    model, method = config.get("model") or {}, config.get("method") or {}
+    model, method, data = config.get("model") or {}, config.get("method") or {}, config.get("data") or {}
     method_name = method.get("name")
     row = {
         "experiment": experiment_name(run_dir, evaluation, config),
         "run_id": run_dir.name, "role": None, "method": method_name,
         "family": model.get("family"), "depth": model.get("depth"), "seed": config.get("seed"),
-        "data": (config.get("data") or {}).get("name"),
+        "data": data.get("name"),
+        "data_options": json.dumps(data["options"], sort_keys=True) if data.get("options") else None,
+        "selection": None if "fid" in evaluation else evaluation.get("selection") or (config.get("train") or {}).get("selection", "val"),
+        "val_fraction": data.get("val_fraction"),
         "teacher_run": None if method_name in NO_TEACHER_METHODS else teacher_folder_name(method.get("teacher")),
         "run_dir": str(run_dir),
     }
@@ -148,7 +153,8 @@ def teacher_folder_name(teacher: str | None) -> str | None:
 
 
 def accuracy_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
-    names = ("test_acc_selected", "test_acc_last", "val_acc_selected", "val_acc_last", "selected_epoch", "last_epoch", "fid")
+    names = ("test_acc_selected", "test_acc_last", "test_acc_oracle", "val_acc_selected", "val_acc_last",
+             "selected_epoch", "last_epoch", "oracle_epoch", "fid")
     return {name: evaluation.get(name) for name in names}
 
 

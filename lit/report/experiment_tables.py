@@ -18,23 +18,27 @@ from dataclasses import dataclass
 import pandas as pd
 
 from lit.report.aggregate import WEIGHT_NAMES
+from lit.report.published import Published, matching
 
 CONFIG_KEYS = ["role", "method", "family", "depth", *WEIGHT_NAMES]
 KNOWN_METHOD_ORDER = ["stargan", "scratch", "kd", "fitnets", "lit", "gan_lit"]
 TOLERANCE_SLACK = 1e-9  # accuracies are fractions of a test set: float noise must not exclude a tie
 
 SUMMARY_COLUMNS = [
-    "role", "method", "family", "depth", "n_seeds", "test_acc_mean", "test_acc_std", "test_acc_last_mean",
-    "val_acc_mean", "val_acc_std", "params", "flops_m", "latency_ms_cpu", "throughput_cpu", "latency_ms_cuda", "throughput_cuda",
-    "speedup_vs_teacher", "compression_by_depth", "compression_by_params", *WEIGHT_NAMES,
+    "role", "method", "family", "depth", "n_seeds", "test_acc_mean", "test_acc_std", "test_acc_last_mean", "test_acc_last_std",
+    "test_acc_oracle_mean", "test_acc_oracle_std", "published", "val_acc_mean", "val_acc_std",
+    "params", "flops_m", "latency_ms_cpu", "throughput_cpu", "latency_ms_cuda", "throughput_cuda",
+    "speedup_vs_teacher", "compression_by_depth", "compression_by_params", "compression_by_flops", *WEIGHT_NAMES,
+    "protocol",
 ]
 FID_COLUMNS = [
-    "role", "method", "family", "depth", "n_seeds", "fid_mean", "fid_std", "params", "flops_m",
+    "role", "method", "family", "depth", "n_seeds", "fid_mean", "fid_std", "published", "params", "flops_m",
     "latency_ms_cpu", "speedup_vs_teacher", "compression_by_depth", "compression_by_params",
 ]
 COMPRESSION_COLUMNS = [
     "method", "student_depth", "n_seeds", "test_acc_mean", "test_acc_std", "teacher_depth", "teacher_test_acc",
-    "accuracy_drop", "tolerance", "compression_by_depth", "compression_by_params", "speedup_vs_teacher", *WEIGHT_NAMES,
+    "accuracy_drop", "tolerance", "params", "flops_m", "compression_by_depth", "compression_by_params",
+    "compression_by_flops", "speedup_vs_teacher", *WEIGHT_NAMES, "protocol",
 ]
 
 
@@ -59,11 +63,17 @@ def method_order(methods) -> list[str]:
     return known + sorted(present - set(KNOWN_METHOD_ORDER)) + (["lit"] if "lit" in present else [])
 
 
-def tabulate_experiment(runs: pd.DataFrame) -> ExperimentTables:
-    """The configurations of one experiment's runs, teacher first, then methods by depth."""
+def tabulate_experiment(runs: pd.DataFrame, published: list[Published] | None = None) -> ExperimentTables:
+    """The configurations of one experiment's runs, teacher first, then methods by depth;
+    `published` values that match a configuration (`lit.report.published`) in its own column."""
     configs = configurations(runs)
     teacher = reference_teacher(configs, runs)
     configs = add_ratios(configs, teacher)
+    data, options = runs["data"].dropna(), runs["data_options"].dropna() if "data_options" in runs else pd.Series(dtype=str)
+    found = [matching(published or [], row, data.iloc[0] if len(data) else None, options.iloc[0] if len(options) else None,
+                      teacher) for _, row in configs.iterrows()]
+    configs["published"] = ["; ".join(entry.text for entry in entries) or None for entries in found]
+    configs["published_values"] = [[(entry.value, entry.source_key) for entry in entries] for entries in found]
     rank = {method: index for index, method in enumerate(method_order(configs["method"]))}
     configs = configs.assign(teacher_last=configs["role"] != "teacher", method_rank=configs["method"].map(rank))
     configs = configs.sort_values(["teacher_last", "method_rank", "depth", *WEIGHT_NAMES], kind="stable")
@@ -75,7 +85,8 @@ def configurations(runs: pd.DataFrame) -> pd.DataFrame:
     configs = grouped.agg(
         n_seeds=("run_id", "count"),
         test_acc_mean=("test_acc_selected", "mean"), test_acc_std=("test_acc_selected", "std"),
-        test_acc_last_mean=("test_acc_last", "mean"),
+        test_acc_last_mean=("test_acc_last", "mean"), test_acc_last_std=("test_acc_last", "std"),
+        test_acc_oracle_mean=("test_acc_oracle", "mean"), test_acc_oracle_std=("test_acc_oracle", "std"),
         val_acc_mean=("val_acc_selected", "mean"), val_acc_std=("val_acc_selected", "std"),
         fid_mean=("fid", "mean"), fid_std=("fid", "std"),
         params=("params", "mean"), flops=("flops", "mean"),
@@ -83,8 +94,25 @@ def configurations(runs: pd.DataFrame) -> pd.DataFrame:
         latency_ms_cuda=("latency_ms_cuda", "median"), throughput_cuda=("throughput_cuda", "median"),
         run_ids=("run_id", lambda ids: " ".join(sorted(ids))),
     ).reset_index()
+    configs["protocol"] = [protocol_text(group) for _, group in grouped]
     configs["flops_m"] = configs.pop("flops") / 1e6
     return configs
+
+
+def protocol_text(runs: pd.DataFrame) -> str | None:
+    """How a configuration's numbers were obtained, in words; several protocols joined by "; "."""
+    texts = []
+    for selection, fraction, oracle in zip(runs["selection"], runs["val_fraction"], runs["test_acc_oracle"]):
+        if not isinstance(selection, str):  # a generator: nothing is selected
+            continue
+        notes = []
+        if pd.notna(fraction):
+            notes.append("all of train trains" if fraction == 0 else f"{fraction:.0%} of train held out for validation")
+        if pd.notna(oracle):
+            notes.append("oracle logged")
+        rule = "selected: best validation epoch" if selection == "val" else "selected: last epoch"
+        texts.append(rule + (f" ({', '.join(notes)})" if notes else ""))
+    return "; ".join(dict.fromkeys(texts)) or None
 
 
 def reference_teacher(configs: pd.DataFrame, runs: pd.DataFrame) -> pd.Series | None:
@@ -99,11 +127,15 @@ def reference_teacher(configs: pd.DataFrame, runs: pd.DataFrame) -> pd.Series | 
 
 def add_ratios(configs: pd.DataFrame, teacher: pd.Series | None) -> pd.DataFrame:
     if teacher is None:
-        return configs.assign(speedup_vs_teacher=float("nan"), compression_by_depth=float("nan"), compression_by_params=float("nan"))
+        return configs.assign(speedup_vs_teacher=float("nan"), compression_by_depth=float("nan"),
+                              compression_by_params=float("nan"), compression_by_flops=float("nan"))
     return configs.assign(
         speedup_vs_teacher=teacher["latency_ms_cpu"] / configs["latency_ms_cpu"],
-        compression_by_depth=teacher["depth"] / configs["depth"],
+        # depth compresses only where depth differs (network slimming thins a network of the teacher's depth)
+        compression_by_depth=(teacher["depth"] / configs["depth"]).where(
+            (configs["depth"] != teacher["depth"]) | (configs["role"] == "teacher")),
         compression_by_params=teacher["params"] / configs["params"],
+        compression_by_flops=teacher["flops_m"] / configs["flops_m"],
     )
 
 
@@ -116,8 +148,9 @@ def fid_table(tables: ExperimentTables) -> pd.DataFrame:
 
 
 def compression_table(tables: ExperimentTables, tolerance: float) -> pd.DataFrame:
-    """Per student method, the shallowest student configuration whose mean test accuracy is
-    at least the teacher's minus `tolerance` (absolute); student_depth "none" when none is."""
+    """Per student method, the smallest student configuration (fewest parameters: for depth
+    variants the shallowest) whose mean test accuracy is at least the teacher's minus
+    `tolerance` (absolute); student_depth "none" when none is."""
     teacher_acc = tables.teacher["test_acc_mean"] if tables.teacher is not None else float("nan")
     rows = []
     for method in method_order(tables.students["method"]):
@@ -126,7 +159,8 @@ def compression_table(tables: ExperimentTables, tolerance: float) -> pd.DataFram
         row = {"method": method, "student_depth": "none", "tolerance": tolerance, "teacher_test_acc": teacher_acc,
                "teacher_depth": tables.teacher["depth"] if tables.teacher is not None else float("nan")}
         if not passing.empty:
-            chosen = passing.sort_values(["depth", "test_acc_mean"], ascending=[True, False], kind="stable").iloc[0]
+            # the smallest: the shallowest of depth variants, and comparable with a thinned (slimmed) network
+            chosen = passing.sort_values(["params", "depth", "test_acc_mean"], ascending=[True, True, False], kind="stable").iloc[0]
             row.update({column: chosen[column] for column in COMPRESSION_COLUMNS if column in chosen.index})
             row.update(student_depth=int(chosen["depth"]), accuracy_drop=teacher_acc - chosen["test_acc_mean"])
         rows.append(row)

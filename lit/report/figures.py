@@ -26,6 +26,7 @@ from lit.report.experiment_tables import (
 from lit.runtime.files import atomic_write_bytes, atomic_write_text
 from lit.report.files import file_stem
 from lit.report.markdown import compression_markdown, fid_markdown, points_text, summary_markdown
+from lit.report.published import read_published
 
 REQUIRED_COLUMNS = ["experiment", "run_id", "role", "method", "depth"]
 METHOD_LABELS = {"scratch": "scratch", "kd": "KD", "lit": "LIT", "fitnets": "FitNets", "stargan": "teacher", "gan_lit": "LIT"}
@@ -93,6 +94,11 @@ def depth_figure(tables: ExperimentTables, experiment: str, metric: Metric = ACC
         axes.errorbar(frame["depth"] + offset, frame[metric.mean], yerr=frame[metric.std].fillna(0.0), label=label,
                       color=METHOD_COLOURS.get(method) or next(spare), marker="o", markersize=5, linewidth=1.8,
                       capsize=4, elinewidth=1.2)
+        if metric.percent and frame["test_acc_oracle_mean"].notna().any():
+            axes.plot(frame["depth"] + offset, frame["test_acc_oracle_mean"], linestyle="none", marker="^", markersize=6,
+                      markerfacecolor="none", color=METHOD_COLOURS.get(method) or "#444444",
+                      label=f"{label}: best test epoch (oracle)")
+    draw_published(axes, tables.students, metric)
     if tables.teacher is not None:
         draw_teacher(axes, tables.teacher, metric, tolerance)
     label_depths(axes, tables.students, metric)
@@ -106,8 +112,27 @@ def depth_figure(tables: ExperimentTables, experiment: str, metric: Metric = ACC
     handles, labels = axes.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: (labels[i].startswith(("teacher", "within")), i))
     axes.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper left", bbox_to_anchor=(1.02, 1.0),
-                fontsize="small", frameon=False, title="mean ± std over seeds", title_fontsize="small")
+                fontsize="small", frameon=False, title=legend_title(tables, metric), title_fontsize="small")
     return figure
+
+
+def legend_title(tables: ExperimentTables, metric: Metric) -> str:
+    """What the lines are, with the protocol of the students' numbers."""
+    title = "mean ± std over seeds"
+    protocols = sorted(set(tables.students["protocol"].dropna())) if metric.percent else []
+    return title + "".join(f"\n{text}" for text in protocols)
+
+
+def draw_published(axes, students: pd.DataFrame, metric: Metric) -> None:
+    """Published values of matching configurations as stars, one legend entry per source."""
+    points: dict[str, list[tuple[float, float, str]]] = {}
+    for _, row in students.iterrows():
+        for value, source in row.get("published_values") or []:
+            points.setdefault(source, []).append((row["depth"], value, row["method"]))
+    for source, entries in points.items():
+        axes.scatter([d for d, _, _ in entries], [v for _, v, _ in entries], marker="*", s=90, zorder=3,
+                     color=[METHOD_COLOURS.get(m, "#444444") for _, _, m in entries], edgecolors="black", linewidths=0.6,
+                     label=f"published ({source}), own protocol")
 
 
 def label_depths(axes, students: pd.DataFrame, metric: Metric) -> None:
@@ -160,14 +185,17 @@ def read_run_table(table_csv: str | Path) -> pd.DataFrame:
     return runs
 
 
-def write_report(table_csv: str | Path, output_dir: str | Path, tolerance: float = 0.01) -> list[Path]:
-    """Figures and tables of every experiment in `table_csv` into `output_dir`; returns the paths."""
+def write_report(table_csv: str | Path, output_dir: str | Path, tolerance: float = 0.01,
+                 published: str | Path | None = None) -> list[Path]:
+    """Figures and tables of every experiment in `table_csv` into `output_dir`, with the
+    matching values of the `published` results file beside ours; returns the paths."""
     if not tolerance >= 0:
         raise ValueError(f"tolerance must be a non-negative accuracy difference (0.01 = 1 point), got {tolerance}")
     runs = read_run_table(table_csv)
+    entries = read_published(published) if published is not None else []
     paths: list[Path] = []
     for experiment, experiment_runs in runs.groupby("experiment", sort=True):
-        tables = tabulate_experiment(experiment_runs)
+        tables = tabulate_experiment(experiment_runs, entries)
         prefix = Path(output_dir) / file_stem(str(experiment))
         if tables.is_gan:
             paths += write_fid_report(tables, str(experiment), prefix)

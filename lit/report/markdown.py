@@ -35,26 +35,37 @@ RATIO = _number("{:.2f}x")
 PLAIN = _number("{:g}")
 FORMATS = {
     "depth": PLAIN, "student_depth": PLAIN, "teacher_depth": PLAIN, "n_seeds": PLAIN,
-    "test_acc_last_mean": POINTS, "teacher_test_acc": POINTS, "test_acc_mean": POINTS,
+    "test_acc_last_mean": POINTS, "teacher_test_acc": POINTS, "test_acc_mean": POINTS, "test_acc_oracle_mean": POINTS,
     "val_acc_mean": POINTS,
     "accuracy_drop": _number("{:+.2f}", 100.0), "tolerance": POINTS,
     "params": COUNT, "flops_m": _number("{:.2f}"), "latency_ms_cpu": _number("{:.3f}"), "latency_ms_cuda": _number("{:.3f}"),
     "throughput_cpu": COUNT, "throughput_cuda": COUNT,
-    "speedup_vs_teacher": RATIO, "compression_by_depth": RATIO, "compression_by_params": RATIO,
+    "speedup_vs_teacher": RATIO, "compression_by_depth": RATIO, "compression_by_params": RATIO, "compression_by_flops": RATIO,
     "hard_weight": PLAIN, "temperature": PLAIN, "kd_weight": PLAIN, "fid_mean": _number("{:.2f}"),
 }
 HEADERS = {
-    "n_seeds": "seeds", "test_acc_mean": "test acc % (mean ± std)", "test_acc_last_mean": "last-epoch acc %",
+    "n_seeds": "seeds", "test_acc_mean": "test % selected (mean ± std)", "test_acc_last_mean": "test % last epoch",
+    "test_acc_oracle_mean": "test % best test epoch (oracle, the paper's protocol)", "published": "published test % (source: protocol)",
+    "protocol": "protocol", "compression_by_flops": "compression (FLOPs)",
     "val_acc_mean": "val acc % (mean ± std)",
     "fid_mean": "FID (mean ± std)", "params": "parameters", "flops_m": "FLOPs (M)",
     "latency_ms_cpu": "CPU latency (ms, batch 1)", "throughput_cpu": "CPU throughput (/s)",
     "latency_ms_cuda": "GPU latency (ms, batch 1)", "throughput_cuda": "GPU throughput (/s)",
     "speedup_vs_teacher": "speed-up", "compression_by_depth": "compression (depth)",
     "compression_by_params": "compression (params)", "hard_weight": "hard_weight (α)",
-    "temperature": "temperature (τ)", "kd_weight": "kd_weight (β)", "student_depth": "shallowest depth",
+    "temperature": "temperature (τ)", "kd_weight": "kd_weight (β)", "student_depth": "smallest student (depth)",
     "teacher_test_acc": "teacher acc %", "accuracy_drop": "drop vs teacher (points)", "teacher_depth": "teacher depth",
     "tolerance": "tolerance (points)",
 }
+
+
+PROTOCOL_NOTE = (
+    "Test accuracy of three checkpoints, each labelled: *selected* is the one the run reports by its selection "
+    "rule (the protocol column: the best validation epoch, or the last epoch where a run trains on all of its "
+    "training set), *last epoch* the final one, and *best test epoch* the best test accuracy over all epochs, an "
+    "oracle that reads the test set (the LIT paper's protocol; nothing selects on it). Published values match "
+    "data set, model and teacher, and say their own protocol (docs/protocol.md)."
+)
 
 
 def points_text(tolerance: float) -> str:
@@ -81,8 +92,8 @@ def render_table(table: pd.DataFrame, columns: list[str]) -> str:
 
 
 def summary_markdown(experiment: str, summary: pd.DataFrame) -> str:
-    intro = (f"# {experiment}: every configuration\n\nTest accuracy of the selected (best-on-validation) checkpoint, "
-             "mean ± sample std over seeds; speed-up and compression are against the teacher.\n\n")
+    intro = (f"# {experiment}: every configuration\n\n{PROTOCOL_NOTE} Mean ± sample std over seeds; speed-up "
+             "and compression are against the teacher.\n\n")
     return intro + render_table(summary, SUMMARY_COLUMNS) + "\n"
 
 
@@ -96,7 +107,8 @@ def compression_markdown(experiment: str, compression: pd.DataFrame, teacher_lab
     if teacher_label is None:
         intro = f"# {experiment}: compression\n\nNo teacher run in this experiment, so no student can be compared with one.\n\n"
     else:
-        intro = (f"# {experiment}: compression without loss\n\nPer method, the shallowest student whose mean test accuracy "
-                 f"is at least the teacher's ({teacher_label}) minus {points_text(tolerance)} (absolute); "
-                 "\"none\" where no student depth qualifies.\n\n")
+        intro = (f"# {experiment}: compression without loss\n\nPer method, the smallest student (fewest parameters) whose "
+                 f"mean selected test accuracy is at least the teacher's ({teacher_label}) minus {points_text(tolerance)} "
+                 "(absolute); \"none\" where no student qualifies. Methods compare by parameters, FLOPs and measured "
+                 "speed-up; compression by depth only where the depth differs.\n\n")
     return intro + render_table(compression, COMPRESSION_COLUMNS) + "\n"

@@ -27,6 +27,9 @@ except ConfigError as err:
     raise WorkflowError(str(err)) from None
 
 RESULTS = PLAN.results
+# published results shown beside ours where data set, model and teacher match
+PUBLISHED = [p for p in [config.get("published", "config/reference/published.yaml")] if Path(p).is_file()]
+PUBLISHED_FLAG = f"--published {PUBLISHED[0]}" if PUBLISHED else ""
 
 
 def experiments_of_kind(kind):

@@ -10,6 +10,7 @@
 rule report_experiment:
     input:
         evaluations=experiment_evaluations,
+        published=PUBLISHED,
     output:
         table=f"{RESULTS}/{{exp}}/table.csv",
         figure=report(
@@ -44,9 +45,10 @@ rule report_experiment:
         run_dirs=evaluated_run_dirs,
         out_dir=report_dir,
         tolerance=config.get("report", {}).get("tolerance", 0.01),
+        published=PUBLISHED_FLAG,
     shell:
         "(lit aggregate {params.run_dirs} --experiment {wildcards.exp} --output {output.table} "
-        "&& lit report {output.table} --output-dir {params.out_dir} --tolerance {params.tolerance}) "
+        "&& lit report {output.table} --output-dir {params.out_dir} --tolerance {params.tolerance} {params.published}) "
         "> {log} 2>&1"
 
 
@@ -55,6 +57,7 @@ rule report_experiment:
 rule report_gan_experiment:
     input:
         evaluations=experiment_evaluations,
+        published=PUBLISHED,
         teacher_samples=teacher_samples,
         student_samples=student_samples,
     output:
@@ -95,9 +98,10 @@ rule report_gan_experiment:
     params:
         run_dirs=evaluated_run_dirs,
         out_dir=report_dir,
+        published=PUBLISHED_FLAG,
     shell:
         "(lit aggregate {params.run_dirs} --experiment {wildcards.exp} --output {output.table} "
-        "&& lit report {output.table} --output-dir {params.out_dir} "
+        "&& lit report {output.table} --output-dir {params.out_dir} {params.published} "
         "&& cp {input.teacher_samples} {output.teacher_samples} "
         "&& cp {input.student_samples} {output.student_samples}) > {log} 2>&1"
 
