@@ -255,7 +255,9 @@ def test_best_pt_of_a_slimming_run_is_a_pruned_model(tmp_path):
     # a hard pruning and a tiny fine-tuning lr: the pruned models validate worse than the
     # sparse unpruned ones, which must still never be selected
     run_dir = tmp_path / "run"
-    trainer = Trainer(digits_config(*slimming_overrides(sparsity_epochs=2, finetune_epochs=1, finetune_lr=1e-6, ratio=0.9)), run_dir)
+    cfg = digits_config(*slimming_overrides(sparsity_epochs=2, finetune_epochs=1, finetune_lr=1e-6, ratio=0.9),
+                        "evaluate.test_every_epoch=true")
+    trainer = Trainer(cfg, run_dir)
     summary = trainer.run()
     # the pruned modules were moved to the run's memory format (channels-last images)
     convs = [m for m in trainer.student.modules() if isinstance(m, nn.Conv2d)]
@@ -263,6 +265,9 @@ def test_best_pt_of_a_slimming_run_is_a_pruned_model(tmp_path):
     rows = records(run_dir)
     assert rows[2]["val_acc"] < max(r["val_acc"] for r in rows[:2])
     assert summary["best_epoch"] == 3
+    # the oracle too counts the pruned model's epochs only, though a sparse epoch tested better
+    assert max(r["test_acc"] for r in rows[:2]) > rows[2]["test_acc"]
+    assert summary["oracle_epoch"] == 3 and summary["oracle_test_acc"] == rows[2]["test_acc"]
     best, state = load_model(run_dir, "best")
     assert "pruned" in state["spec"]["options"] and state["epoch"] == 3
     assert count_parameters(best) == summary["params"] < count_parameters(build_model("resnet", 8, in_channels=1, num_classes=10))
