@@ -162,30 +162,47 @@ def run_checked(command: list[str], cwd: Path, timeout: int = 600) -> str:
     return result.stdout + result.stderr
 
 
-def test_dvc_push_fresh_clone_pull_has_nothing_to_do(finished_tiny, tmp_path):
-    """`dvc repro` of a project whose pipeline has run (so its Snakemake stage has nothing
-    to train), `dvc push`, then a git clone and `dvc pull`: the clone has nothing to do."""
+def readme_dvc_block() -> list[str]:
+    """The command lines of the README's DVC block, comments dropped."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("### DVC"):]
+    block = section[section.index("```bash") + len("```bash"):]
+    block = block[: block.index("```")]
+    lines = [line.split("#")[0].strip() for line in block.splitlines()]
+    return [line for line in lines if line]
+
+
+def test_the_readme_dvc_block_works_verbatim_on_a_fresh_clone(finished_tiny, tmp_path):
+    """Exactly the README's DVC commands, on a `git clone` of this repository (DVC as
+    committed: `.dvc/` and `dvc.yaml`) whose pipeline config is the tiny one and whose
+    runs are already there (so `dvc repro` has nothing to train): push to a local
+    remote, clone again elsewhere, pull, and Snakemake has nothing to do."""
     import shutil
 
-    project, remote, clone = tmp_path / "project", tmp_path / "remote", tmp_path / "clone"
-    copy_project(finished_tiny[0], project)
-    for part in ("workflow", "lit"):
-        shutil.copytree(ROOT / part, project / part, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", project)
-    (project / ".gitignore").write_text(".snakemake/\nresults/logs/\n")
-    git = ["git", "-c", "user.name=lit-tests", "-c", "user.email=tests@lit.invalid"]
-    run_checked(["git", "init", "-q"], project)
-    run_checked([str(BIN / "dvc"), "init", "-q"], project)
-    run_checked([str(BIN / "dvc"), "remote", "add", "-d", "store", str(remote)], project)
-    run_checked([str(BIN / "dvc"), "repro"], project, timeout=900)
-    run_checked([str(BIN / "dvc"), "push"], project)
-    run_checked(["git", "add", "-A"], project)
-    run_checked([*git, "commit", "-q", "-m", "results"], project)
-    assert "results/runs" not in run_checked(["git", "ls-files"], project), "checkpoints belong to DVC, not git"
+    commands = readme_dvc_block()
+    assert len(commands) == 3 and commands[0].startswith("dvc remote add -d store /path/to/remote"), commands
+    assert "<url>" in commands[2] and "<folder>" in commands[2], commands
+    clone, remote, elsewhere = tmp_path / "clone", tmp_path / "remote", tmp_path / "elsewhere"
+    run_checked(["git", "clone", "-q", str(ROOT), str(clone)], tmp_path)
+    assert (clone / ".dvc" / "config").is_file(), "DVC must be initialised in the repository itself"
+    # the tiny project's config, prepared data, finished runs and Snakemake records
+    shutil.copy(finished_tiny[0] / "config" / "config.yaml", clone / "config" / "config.yaml")
+    for part in ("data", "results", ".snakemake"):
+        shutil.copytree(finished_tiny[0] / part, clone / part, symlinks=True, dirs_exist_ok=True)
+    identity = {"GIT_AUTHOR_NAME": "lit-tests", "GIT_AUTHOR_EMAIL": "tests@lit.invalid",
+                "GIT_COMMITTER_NAME": "lit-tests", "GIT_COMMITTER_EMAIL": "tests@lit.invalid"}
+    environment = {**env(), **identity}
+    subprocess.run(["git", "commit", "-qam", "the tiny pipeline config"], cwd=clone, check=True, env=environment)
 
-    run_checked(["git", "clone", "-q", str(project), str(clone)], tmp_path)
-    assert not (clone / "results" / "runs").exists()
-    run_checked([str(BIN / "dvc"), "pull"], clone)
-    assert list((clone / "results" / "runs" / "tiny").glob("lit-*/checkpoints/best.pt"))
-    assert planned_jobs(clone) == {}, "after dvc pull the pipeline must have nothing to do"
-    assert "up to date" in run_checked([str(BIN / "dvc"), "status"], clone).lower()
+    def bash(line: str, cwd: Path) -> str:
+        result = subprocess.run(["bash", "-c", line], cwd=cwd, capture_output=True, text=True, env=environment, timeout=900)
+        assert result.returncode == 0, f"README line failed: {line}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+        return result.stdout + result.stderr
+
+    bash(commands[0].replace("/path/to/remote", str(remote)), clone)
+    bash(commands[1], clone)
+    assert "results/runs" not in run_checked(["git", "ls-files"], clone), "checkpoints belong to DVC, not git"
+    output = bash(commands[2].replace("<url>", str(clone)).replace("<folder>", str(elsewhere)), tmp_path)
+    assert "Nothing to be done" in output, output[-3000:]
+    assert list((elsewhere / "results" / "runs" / "tiny").glob("lit-*/checkpoints/best.pt"))
+    assert "up to date" in run_checked([str(BIN / "dvc"), "status"], elsewhere).lower()

@@ -90,5 +90,12 @@ def config_hash(cfg: RunConfig, length: int = 10) -> str:
     values = effective_config(cfg).to_dict()
     for section, key in UNHASHED_KEYS:
         values[section].pop(key)
+    # the code revisions of the data set, family and method where raised above 1 (so that
+    # the ids of runs untouched by such a change stay as they were)
+    revisions = {kind: registry.revision(name) for kind, registry, name in (
+        ("data", DATASETS, cfg.data.name), ("model", MODELS, cfg.model.family), ("method", METHODS, cfg.method.name))}
+    revisions = {kind: revision for kind, revision in revisions.items() if revision > 1}
+    if revisions:
+        values["revisions"] = revisions
     canonical = json.dumps(values, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(canonical.encode()).hexdigest()[:length]

@@ -156,7 +156,8 @@ def init_weights(model: nn.Module) -> None:
             nn.init.zeros_(module.bias)
 
 
-@register_model("vdcnn")
+# revision 2: the official code's embedding of 69 ids without padding_idx, stem without bias, fan_in init
+@register_model("vdcnn", revision=2)
 def vdcnn(
     depth: int,
     in_channels: int | None = None,

@@ -10,7 +10,7 @@
 rule report_experiment:
     input:
         evaluations=experiment_evaluations,
-        published=PUBLISHED,
+        published=[ancient(p) for p in PUBLISHED],
     output:
         table=f"{RESULTS}/{{exp}}/table.csv",
         figure=report(
@@ -46,6 +46,7 @@ rule report_experiment:
         out_dir=report_dir,
         tolerance=config.get("report", {}).get("tolerance", 0.01),
         published=PUBLISHED_FLAG,
+        published_digest=PUBLISHED_DIGEST,
     shell:
         "(lit aggregate {params.run_dirs} --experiment {wildcards.exp} --output {output.table} "
         "&& lit report {output.table} --output-dir {params.out_dir} --tolerance {params.tolerance} {params.published}) "
@@ -57,7 +58,7 @@ rule report_experiment:
 rule report_gan_experiment:
     input:
         evaluations=experiment_evaluations,
-        published=PUBLISHED,
+        published=[ancient(p) for p in PUBLISHED],
         teacher_samples=teacher_samples,
         student_samples=student_samples,
     output:
@@ -99,6 +100,7 @@ rule report_gan_experiment:
         run_dirs=evaluated_run_dirs,
         out_dir=report_dir,
         published=PUBLISHED_FLAG,
+        published_digest=PUBLISHED_DIGEST,
     shell:
         "(lit aggregate {params.run_dirs} --experiment {wildcards.exp} --output {output.table} "
         "&& lit report {output.table} --output-dir {params.out_dir} {params.published} "
