@@ -36,6 +36,7 @@ from lit.models.io import load_model, model_spec, save_model, unwrap
 from lit.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from lit.runtime.device import autocast, compile_mode, compile_sectioned, resolve_device, resolve_precision
 from lit.runtime.files import atomic_write_text
+from lit.runtime.provenance import now, provenance
 from lit.runtime.runlog import MetricsLog, write_json
 from lit.runtime.seeding import rng_state, seed_everything, set_rng_state
 
@@ -257,7 +258,7 @@ class Trainer:
         saved = self.restore_state() if self.resuming else None
         if not self.resuming:  # a fresh run starts a fresh log (a killed first epoch may have left one)
             self.log.path.unlink(missing_ok=True)
-        started = time.perf_counter()
+        started, self.started_at = time.perf_counter(), now()
         for phase_index in range(self.progress.phase_index, len(self.phases)):
             phase = self.phases[phase_index]
             settings = self.cfg.train.phases[phase]
@@ -433,6 +434,8 @@ class Trainer:
             "mean_images_per_s": sum(r["images_per_s"] for r in records) / max(len(records), 1),
             "device": str(self.device), "precision": str(self.dtype).replace("torch.", ""),
             "seconds_this_session": seconds,
+            "provenance": provenance(self.device, precision=str(self.dtype).replace("torch.", ""),
+                                     started=self.started_at, finished=now()),
         }
         # the oracle: the paper's "best test accuracy over all epochs" (first epoch on a tie), of
         # the model the run reports (after a reshape, of the reshaped model's epochs only)

@@ -11,6 +11,8 @@ import yaml
 from lit.config import RunConfig, from_dict
 from lit.data import Batches, DataSplits, load_data
 from lit.models.io import load_model
+from lit.runtime.device import resolve_device
+from lit.runtime.provenance import now, provenance
 from lit.runtime.runlog import read_json, write_json
 from lit.evaluate.accuracy import accuracy
 from lit.evaluate.cost import count_flops, count_parameters, measure_speed
@@ -32,6 +34,7 @@ def evaluate_run(run_dir: str | Path, devices: list[str] | None = None, latency_
     if not config_path.is_file():
         raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
     cfg = from_dict(yaml.safe_load(config_path.read_text()))
+    started = now()
     result: dict[str, Any] = {"config": cfg.to_dict()}
     if (run_dir / "summary.json").exists():
         result["train"] = read_json(run_dir / "summary.json")
@@ -39,9 +42,13 @@ def evaluate_run(run_dir: str | Path, devices: list[str] | None = None, latency_
     if getattr(selected, "task", "classify") == "translate":
         device = devices[0] if devices else None
         result.update(evaluate_generator(run_dir, cfg, device, fid_images, latency_runs=latency_runs))
+        scored_on = resolve_device(device or cfg.train.device)
     else:
+        scored_on = torch.device("cpu")
         result.update(evaluate_classifier(run_dir, cfg, devices, latency_runs, throughput_batch))
         result.update(protocol_fields(cfg, result.get("train") or {}))
+    # accuracy (FID) is scored in fp32 on `scored_on`; speed on every device in result["speed"]
+    result["provenance"] = provenance(scored_on, precision="float32", started=started, finished=now())
     write_json(run_dir / "eval.json", result)
     return result
 

@@ -35,9 +35,10 @@ COLUMNS = [
     "test_acc_selected", "test_acc_last", "test_acc_oracle", "val_acc_selected", "val_acc_last",
     "selected_epoch", "last_epoch", "oracle_epoch",
     "params", "flops", "macs", "latency_ms_cpu", "throughput_cpu", "latency_ms_cuda", "throughput_cuda",
-    "fid", "epochs", "iterations", "train_seconds", "run_dir",
+    "fid", "epochs", "iterations", "train_seconds", "commit", "device_name", "run_dir",
 ]
-TEXT_COLUMNS = ["experiment", "run_id", "role", "method", "family", "data", "data_options", "selection", "teacher_run", "run_dir"]
+TEXT_COLUMNS = ["experiment", "run_id", "role", "method", "family", "data", "data_options", "selection", "teacher_run",
+                "commit", "device_name", "run_dir"]
 NUMERIC_COLUMNS = [column for column in COLUMNS if column not in TEXT_COLUMNS]
 
 TEACHER_METHODS = {"stargan"}  # methods that only ever train a teacher
@@ -102,7 +103,17 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     row["epochs"] = summary.get("epochs") or None  # epoch-based phases (classifiers)
     row["iterations"] = summary.get("iterations") or None  # iteration-based phases (GANs)
     row["train_seconds"] = summary.get("seconds_this_session")
+    row.update(provenance_fields(summary.get("provenance") or {}))
     return row
+
+
+def provenance_fields(provenance: dict[str, Any]) -> dict[str, Any]:
+    """The code and machine that trained a run: its git commit (short, "+dirty" with
+    uncommitted changes) and the device's name; None where the run did not record them."""
+    commit = provenance.get("git_commit")
+    if commit:
+        commit = commit[:10] + ("+dirty" if provenance.get("git_dirty") else "")
+    return {"commit": commit, "device_name": provenance.get("device_name")}
 
 
 def read_json_file(path: Path) -> dict[str, Any]:

@@ -99,6 +99,20 @@ def configurations(runs: pd.DataFrame) -> pd.DataFrame:
     return configs
 
 
+def provenance_warnings(runs: pd.DataFrame) -> list[str]:
+    """Warnings for a table whose runs come from more than one commit or device (or from
+    code with uncommitted changes): their numbers may not be comparable."""
+    warnings = []
+    for column, what in (("commit", "git commits"), ("device_name", "devices")):
+        values = sorted(set(runs[column].dropna())) if column in runs else []
+        if len(values) > 1:
+            warnings.append(f"the runs of this table come from {len(values)} {what}: {', '.join(map(str, values))}")
+    dirty = sorted({c for c in runs.get("commit", pd.Series(dtype=str)).dropna() if str(c).endswith("+dirty")})
+    if dirty:
+        warnings.append(f"runs were trained from code with uncommitted changes ({', '.join(dirty)})")
+    return warnings
+
+
 def protocol_text(runs: pd.DataFrame) -> str | None:
     """How a configuration's numbers were obtained, in words; several protocols joined by "; "."""
     texts = []

@@ -10,6 +10,7 @@ or global backend is involved, and every file is written atomically.
 from __future__ import annotations
 
 import io
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -21,7 +22,8 @@ from matplotlib.ticker import PercentFormatter
 
 from lit.report.aggregate import COLUMNS, WEIGHT_NAMES
 from lit.report.experiment_tables import (
-    ExperimentTables, compression_table, fid_table, method_order, summary_table, tabulate_experiment,
+    ExperimentTables, compression_table, fid_table, method_order, provenance_warnings, summary_table,
+    tabulate_experiment,
 )
 from lit.runtime.files import atomic_write_bytes, atomic_write_text
 from lit.report.files import file_stem
@@ -197,14 +199,18 @@ def write_report(table_csv: str | Path, output_dir: str | Path, tolerance: float
     for experiment, experiment_runs in runs.groupby("experiment", sort=True):
         tables = tabulate_experiment(experiment_runs, entries)
         prefix = Path(output_dir) / file_stem(str(experiment))
+        warnings = provenance_warnings(experiment_runs)
+        for warning in warnings:
+            print(f"lit report: {experiment}: warning: {warning}", file=sys.stderr)
         if tables.is_gan:
             paths += write_fid_report(tables, str(experiment), prefix)
         else:
-            paths += write_accuracy_report(tables, str(experiment), prefix, tolerance)
+            paths += write_accuracy_report(tables, str(experiment), prefix, tolerance, warnings)
     return paths
 
 
-def write_accuracy_report(tables: ExperimentTables, experiment: str, prefix: Path, tolerance: float) -> list[Path]:
+def write_accuracy_report(tables: ExperimentTables, experiment: str, prefix: Path, tolerance: float,
+                          warnings: list[str] | None = None) -> list[Path]:
     paths = write_figure(depth_figure(tables, experiment, ACCURACY, tolerance), prefix, "depth-vs-accuracy")
     summary = summary_table(tables)
     compression = compression_table(tables, tolerance)
@@ -212,7 +218,7 @@ def write_accuracy_report(tables: ExperimentTables, experiment: str, prefix: Pat
     teacher_label = None if teacher is None else f"{model_label(teacher['family'], teacher['depth'])}, {teacher['test_acc_mean']:.2%}"
     return paths + [
         atomic_write_text(named(prefix, "summary.csv"), summary.to_csv(index=False)),
-        atomic_write_text(named(prefix, "summary.md"), summary_markdown(experiment, summary)),
+        atomic_write_text(named(prefix, "summary.md"), summary_markdown(experiment, summary, warnings)),
         atomic_write_text(named(prefix, "compression.csv"), compression.to_csv(index=False)),
         atomic_write_text(named(prefix, "compression.md"), compression_markdown(experiment, compression, teacher_label, tolerance)),
     ]

@@ -91,10 +91,11 @@ def render_table(table: pd.DataFrame, columns: list[str]) -> str:
     return shown.to_markdown(index=False, disable_numparse=True, colalign=align)
 
 
-def summary_markdown(experiment: str, summary: pd.DataFrame) -> str:
+def summary_markdown(experiment: str, summary: pd.DataFrame, warnings: list[str] | None = None) -> str:
     intro = (f"# {experiment}: every configuration\n\n{PROTOCOL_NOTE} Mean ± sample std over seeds; speed-up "
              "and compression are against the teacher.\n\n")
-    return intro + render_table(summary, SUMMARY_COLUMNS) + "\n"
+    notes = "".join(f"> **Warning:** {warning}\n\n" for warning in warnings or [])
+    return intro + notes + render_table(summary, SUMMARY_COLUMNS) + "\n"
 
 
 def fid_markdown(experiment: str, fid: pd.DataFrame) -> str:
