@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     aggregate.add_argument("--output", type=Path, required=True)
     aggregate.add_argument("--experiment", help="experiment name of every run (default: from the run directories' layout)")
     aggregate.add_argument("--metrics", type=Path, help="also write mean scores by experiment, method and depth (JSON, for DVC)")
+    aggregate.add_argument("--curves", type=Path, help="also write every run's per-epoch metrics as one table (CSV, a DVC plot)")
 
     report = verbs.add_parser("report", help="figures and tables from an aggregated table")
     report.add_argument("table", type=Path)
@@ -146,6 +147,10 @@ def run(args: argparse.Namespace) -> None:
         from lit.report.aggregate import aggregate_runs
 
         table = aggregate_runs(args.run_dirs, args.output, args.experiment)
+        if args.curves:
+            from lit.report.curves import write_curves
+
+            write_curves(table, args.curves)
         if args.metrics:
             from lit.report.tables import write_metrics
 

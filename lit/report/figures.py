@@ -21,6 +21,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import PercentFormatter
 
 from lit.report.aggregate import COLUMNS, WEIGHT_NAMES
+from lit.report.curves import curves_figure, gather_curves
 from lit.report.experiment_tables import (
     ExperimentTables, compression_table, fid_table, method_order, provenance_warnings, summary_table,
     tabulate_experiment,
@@ -206,6 +207,8 @@ def write_report(table_csv: str | Path, output_dir: str | Path, tolerance: float
             paths += write_fid_report(tables, str(experiment), prefix)
         else:
             paths += write_accuracy_report(tables, str(experiment), prefix, tolerance, warnings)
+        figure = curves_figure(gather_curves(experiment_runs), str(experiment), METHOD_COLOURS, METHOD_LABELS)
+        paths.append(atomic_write_bytes(named(prefix, "learning-curves.png"), figure_bytes(figure, "png")))
     return paths
 
 

@@ -34,6 +34,12 @@ rule report_experiment:
             labels={"experiment": "{exp}", "table": "compression"},
         ),
         compression_md=f"{RESULTS}/{{exp}}/{{exp}}-compression.md",
+        curves=report(
+            f"{RESULTS}/{{exp}}/{{exp}}-learning-curves.png",
+            caption="../report/learning_curves.rst",
+            category="Figures",
+            labels={"experiment": "{exp}", "figure": "learning curves"},
+        ),
     log:
         f"{RESULTS}/logs/{{exp}}/report.log",
     wildcard_constraints:
@@ -77,6 +83,12 @@ rule report_gan_experiment:
             labels={"experiment": "{exp}", "table": "FID"},
         ),
         fid_md=f"{RESULTS}/{{exp}}/{{exp}}-fid.md",
+        curves=report(
+            f"{RESULTS}/{{exp}}/{{exp}}-learning-curves.png",
+            caption="../report/learning_curves.rst",
+            category="Figures",
+            labels={"experiment": "{exp}", "figure": "learning curves"},
+        ),
         teacher_samples=report(
             f"{RESULTS}/{{exp}}/{{exp}}-samples-teacher.png",
             caption="../report/samples.rst",
@@ -116,6 +128,7 @@ rule aggregate_all:
             f"{RESULTS}/table.csv", caption="../report/table.rst", category="Tables"
         ),
         metrics=f"{RESULTS}/metrics.json",
+        curves=f"{RESULTS}/curves.csv",
     log:
         f"{RESULTS}/logs/aggregate_all.log",
     localrule: True
@@ -124,4 +137,5 @@ rule aggregate_all:
     params:
         run_dirs=evaluated_run_dirs,
     shell:
-        "lit aggregate {params.run_dirs} --output {output.table} --metrics {output.metrics} > {log} 2>&1"
+        "lit aggregate {params.run_dirs} --output {output.table} --metrics {output.metrics} "
+        "--curves {output.curves} > {log} 2>&1"
