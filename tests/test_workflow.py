@@ -162,14 +162,14 @@ def run_checked(command: list[str], cwd: Path, timeout: int = 600) -> str:
     return result.stdout + result.stderr
 
 
-def readme_dvc_block() -> list[str]:
-    """The command lines of the README's DVC block, comments dropped."""
+def readme_dvc_blocks() -> list[list[str]]:
+    """The command lines of each code block of the README's DVC section, comments dropped."""
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("### DVC"):]
-    block = section[section.index("```bash") + len("```bash"):]
-    block = block[: block.index("```")]
-    lines = [line.split("#")[0].strip() for line in block.splitlines()]
-    return [line for line in lines if line]
+    section = section[: section.index("\n## ")]
+    blocks = [part.split("```")[0] for part in section.split("```bash")[1:]]
+    lines = [[line.split("  #")[0].split("# ")[0].strip() for line in block.splitlines()] for block in blocks]
+    return [[line for line in block if line] for block in lines]
 
 
 def test_the_readme_dvc_block_works_verbatim_on_a_fresh_clone(finished_tiny, tmp_path):
@@ -179,7 +179,7 @@ def test_the_readme_dvc_block_works_verbatim_on_a_fresh_clone(finished_tiny, tmp
     remote, clone again elsewhere, pull, and Snakemake has nothing to do."""
     import shutil
 
-    commands = readme_dvc_block()
+    commands, experiment = readme_dvc_blocks()
     assert len(commands) == 3 and commands[0].startswith("dvc remote add -d store /path/to/remote"), commands
     assert "<url>" in commands[2] and "<folder>" in commands[2], commands
     clone, remote, elsewhere = tmp_path / "clone", tmp_path / "remote", tmp_path / "elsewhere"
@@ -206,3 +206,16 @@ def test_the_readme_dvc_block_works_verbatim_on_a_fresh_clone(finished_tiny, tmp
     assert "Nothing to be done" in output, output[-3000:]
     assert list((elsewhere / "results" / "runs" / "tiny").glob("lit-*/checkpoints/best.pt"))
     assert "up to date" in run_checked([str(BIN / "dvc"), "status"], elsewhere).lower()
+
+    # DVC experiments: one changed value reruns only the tables that read it
+    trained = sorted(p.stat().st_mtime_ns for p in (clone / "results" / "runs").glob("*/*/summary.json"))
+    assert experiment[0].startswith("dvc exp run -S 'config/config.yaml:report.tolerance=0.02'"), experiment
+    bash(experiment[0], clone)
+    assert sorted(p.stat().st_mtime_ns for p in (clone / "results" / "runs").glob("*/*/summary.json")) == trained
+    environment["COLUMNS"] = "400"  # a wide table: no column is dropped for width
+    shown = bash(experiment[1], clone)
+    assert "0.02" in shown and "tolerance" in shown, shown[-3000:]
+    listed = json.loads(run_checked([str(BIN / "dvc"), "exp", "show", "--json"], clone))
+    experiments = [exp for commit in listed for exp in (commit.get("experiments") or [])]
+    params = [json.dumps(exp) for exp in experiments]
+    assert any('"tolerance": 0.02' in text and "metrics.json" in text for text in params), json.dumps(listed)[-3000:]
