@@ -67,17 +67,17 @@ def color_digits(
     root: Path, download: bool = False, image_size: int = 16, test_fraction: float = 0.2, split_seed: int = 0
 ) -> RawData:
     """Offline anywhere (the digits ship with scikit-learn); `root` and `download` are unused."""
-    from sklearn.datasets import load_digits
+    from lit.data.digits import read_bundled_digits
 
     if image_size < 8:
         raise ValueError(f"color_digits image_size must be at least the digits' 8 pixels, got {image_size}")
-    bunch = load_digits()
-    ink = torch.from_numpy(bunch.images).float().div(16.0).unsqueeze(1)  # pixel values are 0..16
+    pixels, target = read_bundled_digits()
+    ink = torch.from_numpy(pixels.reshape(-1, 8, 8)).float().div(16.0).unsqueeze(1)  # pixel values are 0..16
     ink = F.interpolate(ink, size=(image_size, image_size), mode="bilinear", align_corners=False).clamp(0.0, 1.0)
     labels = random_domains(len(ink), split_seed)
     images = render_color_digits(ink, labels)
     # stratify by digit, so both splits hold every digit in its proportion
-    train_idx, test_idx = stratified_holdout(torch.from_numpy(bunch.target).long(), test_fraction, split_seed)
+    train_idx, test_idx = stratified_holdout(torch.from_numpy(target).long(), test_fraction, split_seed)
     return RawData(
         train=Split(images[train_idx], labels[train_idx]),
         test=Split(images[test_idx], labels[test_idx]),
