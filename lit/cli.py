@@ -12,8 +12,9 @@ verbs:
   train         train a teacher (scratch, or a StarGAN with method.name=stargan), or distil a
                 student from a teacher (kd, lit, fitnets; gan_lit for generators)
   tune          choose tau, then alpha (KD), then beta (LIT) on validation accuracy -> tuned.json
-  evaluate      a run -> eval.json: test accuracy (classifiers) or FID and sample grid
-                (generators), parameters, FLOPs, latency and throughput
+  evaluate      a run -> eval.json: test accuracy (classifiers) or FID, latency and sample
+                grid (generators), parameters, FLOPs
+  speed         time every distinct architecture of some runs once, interleaved -> JSON
   prepare-data  download and cache a config's data set (the only step that needs the network)
   show-config   print a config fully resolved, with its defaults and overrides
   plan          list every run a pipeline config (config/*.yaml) asks for, with its run id
@@ -52,10 +53,19 @@ def build_parser() -> argparse.ArgumentParser:
 
     evaluate = verbs.add_parser("evaluate", help="evaluate a run directory into its eval.json")
     evaluate.add_argument("run_dir", type=Path)
-    evaluate.add_argument("--device", action="append", dest="devices", help="device(s) to time (default: cpu, and cuda if present)")
-    evaluate.add_argument("--latency-runs", type=int, default=30)
-    evaluate.add_argument("--throughput-batch", type=int, default=256)
-    evaluate.add_argument("--threads", type=int, help="torch threads for the timings (default: torch's own choice)")
+    evaluate.add_argument("--device", action="append", dest="devices", help="generators: the device of FID and latency")
+    evaluate.add_argument("--latency-runs", type=int, default=30, help="generators: timed calls of the latency")
+    evaluate.add_argument("--throughput-batch", type=int, default=256, help=argparse.SUPPRESS)  # kept for old scripts
+    evaluate.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+
+    speed = verbs.add_parser("speed", help="time every distinct architecture of the runs once, in interleaved rounds")
+    speed.add_argument("run_dirs", nargs="+", type=Path, help="evaluated run directories (one experiment's)")
+    speed.add_argument("--output", type=Path, required=True, help="the JSON file to write")
+    speed.add_argument("--device", action="append", dest="devices", help="device(s) to time (default: cpu, and cuda if present)")
+    speed.add_argument("--rounds", type=int, default=5, help="interleaved rounds; figures are medians over them")
+    speed.add_argument("--latency-runs", type=int, default=20, help="batch-1 calls per round")
+    speed.add_argument("--throughput-batch", type=int, default=256)
+    speed.add_argument("--threads", type=int, default=1, help="torch threads for every timing (default 1)")
     evaluate.add_argument("--fid-images", type=int, help="generators: test images translated for FID (default: evaluate.fid_images)")
 
     prepare = verbs.add_parser("prepare-data", help="download and cache the data set a config names")
@@ -74,6 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     aggregate.add_argument("--output", type=Path, required=True)
     aggregate.add_argument("--experiment", help="experiment name of every run (default: from the run directories' layout)")
     aggregate.add_argument("--metrics", type=Path, help="also write mean scores by experiment, method and depth (JSON, for DVC)")
+    aggregate.add_argument("--speed", type=Path, action="append", help="a speed-stage file (`lit speed`); may repeat")
     aggregate.add_argument("--curves", type=Path, help="also write every run's per-epoch metrics as one table (CSV, a DVC plot)")
 
     report = verbs.add_parser("report", help="figures and tables from an aggregated table")
@@ -139,6 +150,16 @@ def run(args: argparse.Namespace) -> None:
             print(f"FID {result['fid']:.3f} -> {args.run_dir / 'eval.json'}, {args.run_dir / 'samples.png'}")
         else:
             print(f"test_acc selected {result['test_acc_selected']:.4f}, last {result['test_acc_last']:.4f} -> {args.run_dir / 'eval.json'}")
+    elif args.verb == "speed":
+        from lit.evaluate.speed import write_speed
+
+        result = write_speed(args.run_dirs, args.output, devices=args.devices, rounds=args.rounds,
+                             latency_runs=args.latency_runs, throughput_batch=args.throughput_batch, threads=args.threads)
+        for architecture in result["architectures"]:
+            cpu = architecture.get("cpu", {}).get("latency_ms_batch1", {})
+            print(f"{architecture['label']}: {len(architecture['runs'])} runs, CPU latency {cpu.get('median', float('nan')):.3f} ms "
+                  f"(min {cpu.get('min', float('nan')):.3f}, max {cpu.get('max', float('nan')):.3f})")
+        print(f"-> {args.output}")
     elif args.verb == "plan":
         from lit.plan import print_plan
 
@@ -146,7 +167,7 @@ def run(args: argparse.Namespace) -> None:
     elif args.verb == "aggregate":
         from lit.report.aggregate import aggregate_runs
 
-        table = aggregate_runs(args.run_dirs, args.output, args.experiment)
+        table = aggregate_runs(args.run_dirs, args.output, args.experiment, args.speed or ())
         if args.curves:
             from lit.report.curves import write_curves
 

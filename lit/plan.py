@@ -43,7 +43,7 @@ GRID_FLAGS = {"temperature": "--temperatures", "hard_weight": "--hard-weights", 
 # the per-experiment files the report rules write, by experiment kind
 REPORT_FILES = {
     "classifier": ("depth-vs-accuracy.png", "depth-vs-accuracy.pdf", "summary.csv", "summary.md",
-                   "compression.csv", "compression.md", "learning-curves.png"),
+                   "compression.csv", "compression.md", "learning-curves.png", "speed.json"),
     "gan": ("depth-vs-fid.png", "depth-vs-fid.pdf", "fid.csv", "fid.md", "samples-teacher.png", "samples-student.png",
             "learning-curves.png"),
 }

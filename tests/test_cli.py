@@ -87,10 +87,10 @@ def resnet_macs(depth: int, size: int, in_channels: int, num_classes: int) -> in
     return macs + 64 * num_classes
 
 
-def test_evaluate_writes_test_accuracy_cost_and_speed(digits_teacher, tmp_path, capsys):
+def test_evaluate_writes_test_accuracy_and_cost_but_no_speed(digits_teacher, tmp_path, capsys):
     run_dir = tmp_path / "run"
     shutil.copytree(digits_teacher, run_dir)
-    assert main(["evaluate", str(run_dir), "--latency-runs", "3", "--throughput-batch", "16"]) == 0
+    assert main(["evaluate", str(run_dir)]) == 0
     result = json.loads((run_dir / "eval.json").read_text())
 
     cfg = digits_config("model.depth=14", "train.phases.train.epochs=1")
@@ -109,6 +109,6 @@ def test_evaluate_writes_test_accuracy_cost_and_speed(digits_teacher, tmp_path, 
         + conv_bn(32, 64) + 3 * conv_bn(64, 64) + 64 * 10 + 10
     assert result["params"] == params
     assert result["flops"] == 2 * result["macs"] == 2 * resnet_macs(14, 8, 1, 10)
-    assert result["speed"]["cpu"]["latency_ms_batch1"] > 0
-    assert result["speed"]["cpu"]["throughput_per_s_batch16"] > 0
+    assert "speed" not in result  # the machine's load would be in it: the speed stage times architectures
+    assert result["input_shape"] == [1, 8, 8] and result["input_kind"] == "image"
     assert "test_acc selected" in capsys.readouterr().out

@@ -26,7 +26,7 @@ def count_flops(model: nn.Module, example: torch.Tensor | tuple) -> int:
     return int(counter.get_total_flops())
 
 
-def _synchronise(device: torch.device) -> None:
+def synchronise(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -35,12 +35,12 @@ def time_call(call: Callable[[], Any], device: torch.device, warmup: int, runs: 
     """Median (or, with `best`, minimum) seconds of `call` over `runs` after `warmup` calls."""
     for _ in range(warmup):
         call()
-    _synchronise(device)
+    synchronise(device)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         call()
-        _synchronise(device)
+        synchronise(device)
         times.append(time.perf_counter() - start)
     return min(times) if best else statistics.median(times)
 

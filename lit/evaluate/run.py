@@ -15,7 +15,7 @@ from lit.runtime.device import resolve_device
 from lit.runtime.provenance import now, provenance
 from lit.runtime.runlog import read_json, write_json
 from lit.evaluate.accuracy import accuracy
-from lit.evaluate.cost import count_flops, count_parameters, measure_speed
+from lit.evaluate.cost import count_flops, count_parameters
 from lit.evaluate.generator import evaluate_generator
 
 
@@ -28,7 +28,9 @@ def example_input(data: DataSplits, batch: int) -> torch.Tensor:
 
 def evaluate_run(run_dir: str | Path, devices: list[str] | None = None, latency_runs: int = 30,
                  throughput_batch: int = 256, fid_images: int | None = None) -> dict[str, Any]:
-    """Score a finished run into its `eval.json` (and, for a generator, `samples.png`)."""
+    """Score a finished run into its `eval.json` (and, for a generator, `samples.png`).
+    A classifier gets accuracy, parameters and FLOPs (its speed comes from the speed
+    stage); a generator gets FID and its latency on `devices[0]` (`latency_runs`)."""
     run_dir = Path(run_dir)
     config_path = run_dir / "config.yaml"
     if not config_path.is_file():
@@ -45,7 +47,7 @@ def evaluate_run(run_dir: str | Path, devices: list[str] | None = None, latency_
         scored_on = resolve_device(device or cfg.train.device)
     else:
         scored_on = torch.device("cpu")
-        result.update(evaluate_classifier(run_dir, cfg, devices, latency_runs, throughput_batch))
+        result.update(evaluate_classifier(run_dir, cfg))
         result.update(protocol_fields(cfg, result.get("train") or {}))
     # accuracy (FID) is scored in fp32 on `scored_on`; speed on every device in result["speed"]
     result["provenance"] = provenance(scored_on, precision="float32", started=started, finished=now())
@@ -62,8 +64,7 @@ def protocol_fields(cfg: RunConfig, summary: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def evaluate_classifier(run_dir: Path, cfg: RunConfig, devices: list[str] | None, latency_runs: int,
-                        throughput_batch: int) -> dict[str, Any]:
+def evaluate_classifier(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
     data = load_data(cfg.data)
     cpu = torch.device("cpu")
     result: dict[str, Any] = {}
@@ -74,12 +75,11 @@ def evaluate_classifier(run_dir: Path, cfg: RunConfig, devices: list[str] | None
         result[f"test_acc_{label}"], _ = accuracy(models[which], test_batches, cpu)
         result[f"{label}_epoch"] = state.get("epoch")
         result[f"val_acc_{label}"] = state.get("val_acc")
-    model = models["best"]  # costs and speed are those of the selected model
+    model = models["best"]  # costs are those of the selected model
     result["params"] = count_parameters(model)
     result["flops"] = count_flops(model, example_input(data, 1))
     result["macs"] = result["flops"] // 2
-    result["speed"] = {}
-    for name in devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]):
-        device = torch.device(name)
-        result["speed"][device.type] = measure_speed(model, lambda b: example_input(data, b), device, latency_runs, throughput_batch)
+    # speed depends on the machine's load: the speed stage times each architecture once
+    # (`lit speed`, lit.evaluate.speed), from the input shape recorded here
+    result["input_shape"], result["input_kind"] = list(data.input_shape), data.kind
     return result

@@ -49,10 +49,14 @@ METHOD_WEIGHTS = {"scratch": (), "stargan": (), "gan_lit": (), "kd": ("hard_weig
 WEIGHT_NAMES = ("hard_weight", "temperature", "kd_weight")
 
 
-def aggregate_runs(run_dirs: Iterable[str | Path], output: str | Path | None = None, experiment: str | None = None) -> pd.DataFrame:
+def aggregate_runs(run_dirs: Iterable[str | Path], output: str | Path | None = None, experiment: str | None = None,
+                   speed: Iterable[str | Path] = ()) -> pd.DataFrame:
     """One row per run directory (columns: `COLUMNS`), teachers first; written to `output`
-    as CSV (atomically) when given. A run directory without eval.json is an error."""
-    rows = [read_run(run_dir) for run_dir in run_dirs]
+    as CSV (atomically) when given. A run directory without eval.json is an error. Speed
+    comes from the speed stage's files (`lit speed`, one figure per architecture) where
+    they list the run, else from the run's eval.json (a generator's, or an older file)."""
+    timings = read_speed_files(speed)
+    rows = [read_run(run_dir, timings) for run_dir in run_dirs]
     if experiment is not None:
         for row in rows:
             row["experiment"] = experiment
@@ -72,7 +76,19 @@ def sort_runs(table: pd.DataFrame) -> pd.DataFrame:
     return order.drop(columns="teacher_first").reset_index(drop=True)
 
 
-def read_run(run_dir: str | Path) -> dict[str, Any]:
+def read_speed_files(paths: Iterable[str | Path]) -> dict[str, dict[str, Any]]:
+    """Run directory (resolved) -> its architecture's timings, from speed-stage files."""
+    timings: dict[str, dict[str, Any]] = {}
+    for path in map(Path, paths):
+        for architecture in read_json_file(path).get("architectures", []):
+            medians = {device: {name: value["median"] for name, value in figures.items()}
+                       for device, figures in architecture.items() if device in ("cpu", "cuda")}
+            for run in architecture.get("runs", []):
+                timings[str(Path(run).resolve())] = medians
+    return timings
+
+
+def read_run(run_dir: str | Path, timings: dict[str, dict[str, Any]] | None = None) -> dict[str, Any]:
     """The table row of one run directory (role still unset)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -99,7 +115,7 @@ def read_run(run_dir: str | Path) -> dict[str, Any]:
     used = METHOD_WEIGHTS.get(method_name, WEIGHT_NAMES)
     row.update({name: method.get(name) if name in used else math.nan for name in WEIGHT_NAMES})
     row.update(accuracy_fields(evaluation))
-    row.update(cost_fields(evaluation))
+    row.update(cost_fields(evaluation, (timings or {}).get(str(run_dir.resolve()))))
     row["epochs"] = summary.get("epochs") or None  # epoch-based phases (classifiers)
     row["iterations"] = summary.get("iterations") or None  # iteration-based phases (GANs)
     row["train_seconds"] = summary.get("seconds_this_session")
@@ -169,9 +185,10 @@ def accuracy_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
     return {name: evaluation.get(name) for name in names}
 
 
-def cost_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
-    """Parameters, FLOPs and speed from a run's eval.json."""
-    speed = evaluation.get("speed") or {}
+def cost_fields(evaluation: dict[str, Any], timing: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Parameters and FLOPs from a run's eval.json; speed from its architecture's timing
+    where the speed stage measured it, else from eval.json."""
+    speed = timing if timing is not None else evaluation.get("speed") or {}
     cpu, cuda = speed.get("cpu") or {}, speed.get("cuda") or {}
     return {
         "params": evaluation.get("params"),

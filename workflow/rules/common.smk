@@ -146,6 +146,18 @@ def student_samples(wildcards):
     return ancient(f"{PLAN.shallowest_student(wildcards.exp).run_dir}/samples.png")
 
 
+def all_speed_files(wildcards):
+    """The speed stage's file of every classifier experiment."""
+    return [
+        f"{RESULTS}/{exp}/{exp}-speed.json"
+        for exp in PLAN.experiments_of_kind("classifier")
+    ]
+
+
+def speed_flags(wildcards, input):
+    return " ".join(f"--speed {path}" for path in input.speed)
+
+
 def evaluated_run_dirs(wildcards, input):
     """The run directories of a report rule's eval.json inputs."""
     return " ".join(str(Path(path).parent) for path in input.evaluations)

@@ -10,6 +10,7 @@
 rule report_experiment:
     input:
         evaluations=experiment_evaluations,
+        speed=f"{RESULTS}/{{exp}}/{{exp}}-speed.json",
         published=[ancient(p) for p in PUBLISHED],
     output:
         table=f"{RESULTS}/{{exp}}/table.csv",
@@ -54,7 +55,7 @@ rule report_experiment:
         published=PUBLISHED_FLAG,
         published_digest=PUBLISHED_DIGEST,
     shell:
-        "(lit aggregate {params.run_dirs} --experiment {wildcards.exp} --output {output.table} "
+        "(lit aggregate {params.run_dirs} --experiment {wildcards.exp} --output {output.table} --speed {input.speed} "
         "&& lit report {output.table} --output-dir {params.out_dir} --tolerance {params.tolerance} {params.published}) "
         "> {log} 2>&1"
 
@@ -123,6 +124,7 @@ rule report_gan_experiment:
 rule aggregate_all:
     input:
         evaluations=all_evaluations,
+        speed=all_speed_files,
     output:
         table=report(
             f"{RESULTS}/table.csv", caption="../report/table.rst", category="Tables"
@@ -136,6 +138,7 @@ rule aggregate_all:
         "../envs/lit.yaml"
     params:
         run_dirs=evaluated_run_dirs,
+        speed=speed_flags,
     shell:
-        "lit aggregate {params.run_dirs} --output {output.table} --metrics {output.metrics} "
+        "lit aggregate {params.run_dirs} --output {output.table} {params.speed} --metrics {output.metrics} "
         "--curves {output.curves} > {log} 2>&1"

@@ -43,13 +43,36 @@ rule evaluate:
         exp=CLASSIFIER_EXPERIMENTS,
     conda:
         "../envs/lit.yaml"
-    # timings use one thread; beside one-thread training jobs on other cores they are fair
+    # accuracy, parameters and FLOPs: nothing the machine's load changes (speed: rule speed)
     threads: 1
     params:
         run_dir=run_dir,
-        latency_runs=config.get("evaluate", {}).get("latency_runs", 30),
     shell:
-        "lit evaluate {params.run_dir} --threads 1 "
+        "lit evaluate {params.run_dir} --threads 1 > {log} 2>&1"
+
+
+# Every distinct architecture of a classifier experiment timed once, in one process, in
+# interleaved rounds, while nothing else runs: the job holds every core of the workflow
+# (on a cluster the profile asks for a whole node). Students of one architecture share
+# one speed figure by construction.
+rule speed:
+    input:
+        evaluations=experiment_evaluations,
+    output:
+        f"{RESULTS}/{{exp}}/{{exp}}-speed.json",
+    log:
+        f"{RESULTS}/logs/{{exp}}/speed.log",
+    wildcard_constraints:
+        exp=CLASSIFIER_EXPERIMENTS,
+    conda:
+        "../envs/lit.yaml"
+    threads: workflow.cores
+    params:
+        run_dirs=evaluated_run_dirs,
+        rounds=config.get("evaluate", {}).get("speed_rounds", 5),
+        latency_runs=config.get("evaluate", {}).get("latency_runs", 20),
+    shell:
+        "lit speed {params.run_dirs} --output {output} --threads 1 --rounds {params.rounds} "
         "--latency-runs {params.latency_runs} > {log} 2>&1"
 
 

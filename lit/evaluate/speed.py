@@ -1,0 +1,133 @@
+"""Speed per architecture, measured once per experiment in one process.
+
+Timing each run inside its own evaluation measures whatever else the machine is doing at
+that moment: three students of one architecture came out 4.9x, 7.6x and 5.8x faster than
+their teacher in one pipeline run. Here every distinct architecture of an experiment (the
+teacher and each student architecture, whatever method trained it; a pruned network is
+its own architecture) is timed once, in one process that the workflow runs alone, with a
+warm-up and then interleaved rounds (teacher, student A, student B, teacher, ...), so that
+a slow spell of the machine hits every architecture alike. Each figure is the median over
+rounds with the range (min, max) beside it: batch-1 latency (ms, the median of
+`latency_runs` calls per round) and throughput at `throughput_batch` (items/s), at a fixed
+thread count, on the CPU and, where present, the GPU. Runs of one architecture share one
+figure by construction.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from lit.evaluate.cost import synchronise
+from lit.models.io import load_model
+from lit.runtime.provenance import now, provenance
+from lit.runtime.runlog import read_json, write_json
+
+
+def architecture_key(spec: dict[str, Any]) -> str:
+    return json.dumps(spec, sort_keys=True)
+
+
+def architecture_label(spec: dict[str, Any]) -> str:
+    pruned = spec.get("options", {}).get("pruned")
+    return f"{spec['family']}{spec['depth']}" + (f"-pruned{len(pruned)}" if pruned else "")
+
+
+def example_batch(input_shape: list[int], kind: str, batch: int) -> torch.Tensor:
+    """Normalised noise for images, token ids for text: timing does not depend on values."""
+    generator = torch.Generator().manual_seed(0)
+    if kind == "image":
+        return torch.randn(batch, *input_shape, generator=generator)
+    return torch.randint(0, 2, (batch, *input_shape), generator=generator)
+
+
+def group_runs(run_dirs: list[str | Path]) -> dict[str, dict[str, Any]]:
+    """The distinct architectures of `run_dirs`: their spec, input and runs (each run's
+    selected checkpoint and the input shape its evaluation recorded)."""
+    groups: dict[str, dict[str, Any]] = {}
+    for run_dir in map(Path, run_dirs):
+        eval_path = run_dir / "eval.json"
+        if not eval_path.is_file():
+            raise FileNotFoundError(f"{run_dir} has no eval.json: run `lit evaluate {run_dir}` first")
+        evaluation = read_json(eval_path)
+        if "input_shape" not in evaluation:
+            raise ValueError(f"{eval_path} records no input shape (an older lit wrote it): run `lit evaluate {run_dir}` again")
+        model, state = load_model(run_dir, "best")
+        key = architecture_key(state["spec"])
+        group = groups.setdefault(key, {"spec": state["spec"], "model": model, "runs": [],
+                                        "input_shape": evaluation["input_shape"], "input_kind": evaluation["input_kind"]})
+        group["runs"].append(str(run_dir))
+    return groups
+
+
+def time_round(model: nn.Module, single: torch.Tensor, batch: torch.Tensor, device: torch.device,
+               latency_runs: int, batch_runs: int) -> tuple[float, float]:
+    """(median batch-1 latency in seconds, median batch time in seconds) of one round."""
+    latencies, batch_times = [], []
+    for _ in range(latency_runs):
+        start = time.perf_counter()
+        model(single)
+        synchronise(device)
+        latencies.append(time.perf_counter() - start)
+    for _ in range(batch_runs):
+        start = time.perf_counter()
+        model(batch)
+        synchronise(device)
+        batch_times.append(time.perf_counter() - start)
+    return statistics.median(latencies), statistics.median(batch_times)
+
+
+def summarise(values: list[float]) -> dict[str, float]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+
+
+def measure_architectures(run_dirs: list[str | Path], devices: list[str] | None = None, rounds: int = 5,
+                          latency_runs: int = 20, throughput_batch: int = 256, batch_runs: int = 3,
+                          threads: int = 1) -> dict[str, Any]:
+    """Time every distinct architecture of `run_dirs` (see the module docstring)."""
+    if rounds < 1 or latency_runs < 1 or throughput_batch < 1 or batch_runs < 1:
+        raise ValueError("rounds, latency_runs, throughput_batch and batch_runs must be positive")
+    torch.set_num_threads(threads)
+    started = now()
+    groups = group_runs(run_dirs)
+    devices = devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
+    timings: dict[str, dict[str, Any]] = {key: {} for key in groups}
+    with torch.no_grad():
+        for name in devices:
+            device = torch.device(name)
+            inputs = {}
+            for key, group in groups.items():
+                group["model"].to(device).eval()
+                single = example_batch(group["input_shape"], group["input_kind"], 1).to(device)
+                batch = example_batch(group["input_shape"], group["input_kind"], throughput_batch).to(device)
+                inputs[key] = (single, batch)
+                time_round(group["model"], single, batch, device, latency_runs=3, batch_runs=1)  # warm-up
+            measured: dict[str, tuple[list[float], list[float]]] = {key: ([], []) for key in groups}
+            for _ in range(rounds):
+                for key, group in groups.items():  # interleaved: every architecture in every round
+                    latency, batch_time = time_round(group["model"], *inputs[key], device, latency_runs, batch_runs)
+                    measured[key][0].append(latency * 1e3)
+                    measured[key][1].append(throughput_batch / batch_time)
+            for key, (latencies, throughputs) in measured.items():
+                timings[key][device.type] = {"latency_ms_batch1": summarise(latencies),
+                                             f"throughput_per_s_batch{throughput_batch}": summarise(throughputs)}
+    return {
+        "rounds": rounds, "latency_runs": latency_runs, "throughput_batch": throughput_batch, "threads": threads,
+        "architectures": [
+            {"label": architecture_label(group["spec"]), "spec": group["spec"], "runs": group["runs"], **timings[key]}
+            for key, group in groups.items()
+        ],
+        "provenance": provenance(devices[-1], started=started, finished=now()),
+    }
+
+
+def write_speed(run_dirs: list[str | Path], output: str | Path, **options: Any) -> dict[str, Any]:
+    result = measure_architectures(run_dirs, **options)
+    write_json(output, result)
+    return result

@@ -1,0 +1,81 @@
+"""The speed stage: every distinct architecture timed once, interleaved, medians over rounds;
+runs of one architecture share one figure in the tables."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+import lit.evaluate.speed as speed_module
+from conftest import digits_config
+from lit.cli import main
+from lit.engine.trainer import train
+from lit.evaluate.run import evaluate_run
+from lit.evaluate.speed import measure_architectures
+from lit.report.aggregate import aggregate_runs
+from lit.report.experiment_tables import summary_table, tabulate_experiment
+
+QUICK = ("method.name=scratch", "train.precision=fp32", "train.phases.train={epochs: 1, lr: 0.05}")
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory) -> dict[str, Path]:
+    """Two seeds of a ResNet-8 and one ResNet-14, trained and evaluated, in the pipeline's layout."""
+    root = tmp_path_factory.mktemp("speed") / "results" / "runs" / "toy"
+    made = {}
+    for name, depth, seed in (("teacher-resnet14-s0", 14, 0), ("scratch-resnet8-s0", 8, 0), ("scratch-resnet8-s1", 8, 1)):
+        made[name] = root / name
+        train(digits_config(*QUICK, f"model.depth={depth}", f"seed={seed}"), made[name])
+        evaluate_run(made[name])
+    return made
+
+
+def test_each_architecture_is_timed_once_in_interleaved_rounds(runs, monkeypatch):
+    order = []
+    real = speed_module.time_round
+
+    def recording(model, single, batch, device, latency_runs, batch_runs):
+        order.append((sum(p.numel() for p in model.parameters()), latency_runs))
+        return real(model, single, batch, device, latency_runs, batch_runs)
+
+    monkeypatch.setattr(speed_module, "time_round", recording)
+    result = measure_architectures(list(runs.values()), devices=["cpu"], rounds=3, latency_runs=2, throughput_batch=8)
+    labels = sorted(a["label"] for a in result["architectures"])
+    assert labels == ["resnet14", "resnet8"]
+    resnet8 = next(a for a in result["architectures"] if a["label"] == "resnet8")
+    assert sorted(Path(r).name for r in resnet8["runs"]) == ["scratch-resnet8-s0", "scratch-resnet8-s1"]
+    timed = [size for size, runs_per_round in order if runs_per_round == 2]  # the rounds, after the warm-ups
+    assert len(timed) == 6 and timed[0::2] == [timed[0]] * 3 and timed[1::2] == [timed[1]] * 3 and timed[0] != timed[1]
+    latency = resnet8["cpu"]["latency_ms_batch1"]
+    assert 0 < latency["min"] <= latency["median"] <= latency["max"]
+    assert resnet8["cpu"]["throughput_per_s_batch8"]["median"] > 0
+    assert result["threads"] == 1 and result["provenance"]["device_name"]
+
+
+def test_runs_of_one_architecture_share_one_speed_in_the_tables(runs, tmp_path):
+    assert main(["speed", *map(str, runs.values()), "--output", str(tmp_path / "speed.json"), "--rounds", "2",
+                 "--latency-runs", "2", "--throughput-batch", "8"]) == 0
+    table = aggregate_runs(runs.values(), speed=[tmp_path / "speed.json"])
+    students = table[table["depth"] == 8]
+    assert students["latency_ms_cpu"].nunique() == 1 and students["latency_ms_cpu"].iloc[0] > 0
+    saved = json.loads((tmp_path / "speed.json").read_text())
+    resnet8 = next(a for a in saved["architectures"] if a["label"] == "resnet8")
+    assert students["latency_ms_cpu"].iloc[0] == resnet8["cpu"]["latency_ms_batch1"]["median"]
+    summary = summary_table(tabulate_experiment(table))
+    teacher = summary[summary["role"] == "teacher"].iloc[0]
+    student = summary[summary["role"] == "student"].iloc[0]
+    assert student["speedup_vs_teacher"] == pytest.approx(teacher["latency_ms_cpu"] / student["latency_ms_cpu"])
+
+
+def test_an_evaluation_without_an_input_shape_is_named(runs, tmp_path):
+    import shutil
+
+    old = tmp_path / "old"
+    shutil.copytree(runs["scratch-resnet8-s0"], old)
+    evaluation = json.loads((old / "eval.json").read_text())
+    del evaluation["input_shape"]
+    (old / "eval.json").write_text(json.dumps(evaluation))
+    with pytest.raises(ValueError, match="records no input shape"):
+        measure_architectures([old], devices=["cpu"], rounds=1, latency_runs=1, throughput_batch=2)
