@@ -28,7 +28,7 @@ def pipeline_config(experiments: dict) -> dict:
     return {
         "results": "results",
         "data_root": "data",
-        "evaluate": {"latency_runs": 2},
+        "evaluate": {"latency_runs": 2, "speed_rounds": 1},
         "report": {"tolerance": 0.05},
         "experiments": experiments,
     }
