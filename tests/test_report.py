@@ -230,7 +230,8 @@ def test_write_report_writes_valid_figures_and_tables(runs, tmp_path):
     out = tmp_path / "report"
     paths = write_report(tmp_path / "table.csv", out, tolerance=0.01)
     names = {path.name for path in paths}
-    kinds = ["depth-vs-accuracy.png", "depth-vs-accuracy.pdf", "summary.csv", "summary.md", "compression.csv", "compression.md"]
+    kinds = ["depth-vs-accuracy.png", "depth-vs-accuracy.pdf", "summary.csv", "summary.md", "compression.csv", "compression.md",
+             "learning-curves.png"]
     assert names == {f"{EXPERIMENT}-{kind}" for kind in kinds}
     assert all(path.is_file() and path.parent == out for path in paths)
     assert (out / f"{EXPERIMENT}-depth-vs-accuracy.png").read_bytes().startswith(b"\x89PNG\r\n\x1a\n")
@@ -308,7 +309,8 @@ def test_gan_experiment_gets_an_fid_table(tmp_path):
     assert list(table["role"]) == ["teacher", "student", "student"]
 
     paths = write_report(tmp_path / "table.csv", tmp_path / "report")
-    assert {path.name for path in paths} == {"stargan-depth-vs-fid.png", "stargan-depth-vs-fid.pdf", "stargan-fid.csv", "stargan-fid.md"}
+    assert {path.name for path in paths} == {"stargan-depth-vs-fid.png", "stargan-depth-vs-fid.pdf", "stargan-fid.csv", "stargan-fid.md",
+                                           "stargan-learning-curves.png"}
     fid = pd.read_csv(tmp_path / "report" / "stargan-fid.csv")
     student = config_row(fid, "gan_lit", 3)
     assert (student["n_seeds"], student["fid_mean"]) == (2, 24.0)

@@ -131,3 +131,20 @@ def test_compression_compares_a_thinned_network_by_size_not_depth(run_dirs, tmp_
     compression = compression_table(tables, 0.0)
     chosen = compression[compression["method"] == "slimming"].iloc[0]
     assert chosen["student_depth"] == 56 and chosen["params"] == 60_000
+
+
+def test_training_cost_per_method_and_against_kd(tmp_path):
+    dirs = write_experiment(tmp_path / "results")
+    for run_dir in dirs:
+        evaluation = json.loads((run_dir / "eval.json").read_text())
+        method = evaluation["config"]["method"]["name"]
+        cpu = {"kd": 60.0, "lit": 90.0}.get(method, 30.0) * (1 + evaluation["config"]["seed"])
+        evaluation["train"]["training_cost"] = {"wall_seconds": cpu / 2, "cpu_seconds": cpu, "peak_rss_mb": 500.0}
+        (run_dir / "eval.json").write_text(json.dumps(evaluation))
+    summary = summary_table(tabulate_experiment(aggregate_runs(dirs)))
+    lit8 = config_row(summary, "lit", 8)
+    assert lit8["train_cpu_minutes"] == pytest.approx((90 + 180) / 2 / 60)
+    assert lit8["train_cost_vs_kd"] == pytest.approx(1.5)  # LIT's teacher-fed passes over plain KD
+    assert config_row(summary, "kd", 8)["train_cost_vs_kd"] == pytest.approx(1.0)
+    assert pd.isna(config_row(summary, "scratch", 56, "teacher")["train_cost_vs_kd"])
+    assert lit8["train_minutes"] == pytest.approx((45 + 90) / 2 / 60)

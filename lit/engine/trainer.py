@@ -12,6 +12,7 @@ to the same final weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import resource
 import sys
 import time
 from dataclasses import dataclass, field
@@ -187,6 +188,9 @@ class Trainer:
         ) if cfg.evaluate.test_every_epoch else None
         self.log = MetricsLog(self.run_dir / "metrics.jsonl")
         self.progress = Progress()
+        # what training has cost so far, over every session of the run (kept in the state)
+        self.cost = {"wall_seconds": 0.0, "cpu_seconds": 0.0, "peak_rss_mb": 0.0}
+        self.cost_mark = (time.perf_counter(), time.process_time())
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         # written only now: a config that cannot build its data or models leaves no run directory
         self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -216,6 +220,7 @@ class Trainer:
             "optimizers": {name: optimizer.state_dict() for name, optimizer in self.optimizers.items()},
             "rng": rng_state(), "loader_rng": self.loader_rng.get_state(),
             "stream": self.stream.state_dict() if self.stream is not None else None,
+            "cost": self.account(),
         }
         save_checkpoint(state, self.state_path)
 
@@ -233,6 +238,7 @@ class Trainer:
         unwrap(self.student).load_state_dict(state["model"])
         self.method.extra_modules().load_state_dict(state["extra"])
         self.progress = Progress(**state["progress"])
+        self.cost = {**self.cost, **state.get("cost", {})}
         set_rng_state(state["rng"])
         self.loader_rng.set_state(state["loader_rng"])
         if self.stream is not None and state["stream"] is not None:
@@ -251,6 +257,19 @@ class Trainer:
         self.student.to(self.device, memory_format=self.memory_format)
         self.progress.best_val_acc = -1.0
         self.progress.reshaped_at_epoch = self.progress.epoch
+
+    def account(self) -> dict[str, float]:
+        """Add the wall and CPU time since the last call to the run's cost, and its peak memory."""
+        wall, cpu = time.perf_counter(), time.process_time()
+        self.cost["wall_seconds"] += wall - self.cost_mark[0]
+        self.cost["cpu_seconds"] += cpu - self.cost_mark[1]
+        self.cost_mark = (wall, cpu)
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+        self.cost["peak_rss_mb"] = max(self.cost["peak_rss_mb"], peak)
+        if self.device.type == "cuda":
+            gpu_peak = torch.cuda.max_memory_allocated(self.device) / 2**20
+            self.cost["peak_gpu_mb"] = max(self.cost.get("peak_gpu_mb", 0.0), gpu_peak)
+        return dict(self.cost)
 
     # ------------------------------------------------------------ the loop
 
@@ -434,6 +453,7 @@ class Trainer:
             "mean_images_per_s": sum(r["images_per_s"] for r in records) / max(len(records), 1),
             "device": str(self.device), "precision": str(self.dtype).replace("torch.", ""),
             "seconds_this_session": seconds,
+            "training_cost": self.account(),  # every session's wall and CPU seconds, peak memory
             "provenance": provenance(self.device, precision=str(self.dtype).replace("torch.", ""),
                                      started=self.started_at, finished=now()),
         }

@@ -35,7 +35,8 @@ COLUMNS = [
     "test_acc_selected", "test_acc_last", "test_acc_oracle", "val_acc_selected", "val_acc_last",
     "selected_epoch", "last_epoch", "oracle_epoch",
     "params", "flops", "macs", "latency_ms_cpu", "throughput_cpu", "latency_ms_cuda", "throughput_cuda",
-    "fid", "epochs", "iterations", "train_seconds", "commit", "device_name", "run_dir",
+    "fid", "epochs", "iterations", "train_seconds", "train_cpu_seconds", "train_peak_rss_mb", "commit", "device_name",
+    "run_dir",
 ]
 TEXT_COLUMNS = ["experiment", "run_id", "role", "method", "family", "data", "data_options", "selection", "teacher_run",
                 "commit", "device_name", "run_dir"]
@@ -118,7 +119,10 @@ def read_run(run_dir: str | Path, timings: dict[str, dict[str, Any]] | None = No
     row.update(cost_fields(evaluation, (timings or {}).get(str(run_dir.resolve()))))
     row["epochs"] = summary.get("epochs") or None  # epoch-based phases (classifiers)
     row["iterations"] = summary.get("iterations") or None  # iteration-based phases (GANs)
-    row["train_seconds"] = summary.get("seconds_this_session")
+    cost = summary.get("training_cost") or {}
+    # every session's wall time where recorded (a resumed run's last session only, before)
+    row["train_seconds"] = cost.get("wall_seconds", summary.get("seconds_this_session"))
+    row["train_cpu_seconds"], row["train_peak_rss_mb"] = cost.get("cpu_seconds"), cost.get("peak_rss_mb")
     row.update(provenance_fields(summary.get("provenance") or {}))
     return row
 

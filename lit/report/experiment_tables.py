@@ -28,8 +28,8 @@ SUMMARY_COLUMNS = [
     "role", "method", "family", "depth", "n_seeds", "test_acc_mean", "test_acc_std", "test_acc_last_mean", "test_acc_last_std",
     "test_acc_oracle_mean", "test_acc_oracle_std", "published", "val_acc_mean", "val_acc_std",
     "params", "flops_m", "latency_ms_cpu", "throughput_cpu", "latency_ms_cuda", "throughput_cuda",
-    "speedup_vs_teacher", "compression_by_depth", "compression_by_params", "compression_by_flops", *WEIGHT_NAMES,
-    "protocol",
+    "speedup_vs_teacher", "compression_by_depth", "compression_by_params", "compression_by_flops",
+    "train_minutes", "train_cpu_minutes", "train_cost_vs_kd", "train_peak_rss_mb", *WEIGHT_NAMES, "protocol",
 ]
 FID_COLUMNS = [
     "role", "method", "family", "depth", "n_seeds", "fid_mean", "fid_std", "published", "params", "flops_m",
@@ -92,11 +92,27 @@ def configurations(runs: pd.DataFrame) -> pd.DataFrame:
         params=("params", "mean"), flops=("flops", "mean"),
         latency_ms_cpu=("latency_ms_cpu", "median"), throughput_cpu=("throughput_cpu", "median"),
         latency_ms_cuda=("latency_ms_cuda", "median"), throughput_cuda=("throughput_cuda", "median"),
+        train_seconds=("train_seconds", "mean"), train_cpu_seconds=("train_cpu_seconds", "mean"),
+        train_peak_rss_mb=("train_peak_rss_mb", "max"),
         run_ids=("run_id", lambda ids: " ".join(sorted(ids))),
     ).reset_index()
+    configs["train_minutes"] = configs.pop("train_seconds") / 60
+    configs["train_cpu_minutes"] = configs.pop("train_cpu_seconds") / 60
+    configs["train_cost_vs_kd"] = cost_against_kd(configs)
     configs["protocol"] = [protocol_text(group) for _, group in grouped]
     configs["flops_m"] = configs.pop("flops") / 1e6
     return configs
+
+
+def cost_against_kd(configs: pd.DataFrame) -> pd.Series:
+    """Training CPU time of each student configuration over KD's at the same family and depth
+    (NaN where no KD run of that architecture exists): what a method costs beyond plain KD."""
+    kd = configs[(configs["method"] == "kd") & (configs["role"] == "student")]
+    reference = kd.set_index(["family", "depth"])["train_cpu_minutes"]
+    reference = reference[~reference.index.duplicated()]
+    keys = pd.MultiIndex.from_frame(configs[["family", "depth"]])
+    ratio = configs["train_cpu_minutes"].to_numpy() / reference.reindex(keys).to_numpy()
+    return pd.Series(ratio, index=configs.index).where(configs["role"] == "student")
 
 
 def provenance_warnings(runs: pd.DataFrame) -> list[str]:

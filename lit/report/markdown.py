@@ -41,12 +41,16 @@ FORMATS = {
     "params": COUNT, "flops_m": _number("{:.2f}"), "latency_ms_cpu": _number("{:.3f}"), "latency_ms_cuda": _number("{:.3f}"),
     "throughput_cpu": COUNT, "throughput_cuda": COUNT,
     "speedup_vs_teacher": RATIO, "compression_by_depth": RATIO, "compression_by_params": RATIO, "compression_by_flops": RATIO,
+    "train_minutes": _number("{:.1f}"), "train_cpu_minutes": _number("{:.1f}"), "train_cost_vs_kd": RATIO,
+    "train_peak_rss_mb": COUNT,
     "hard_weight": PLAIN, "temperature": PLAIN, "kd_weight": PLAIN, "fid_mean": _number("{:.2f}"),
 }
 HEADERS = {
     "n_seeds": "seeds", "test_acc_mean": "test % selected (mean ± std)", "test_acc_last_mean": "test % last epoch",
     "test_acc_oracle_mean": "test % best test epoch (oracle, the paper's protocol)", "published": "published test % (source: protocol)",
     "protocol": "protocol", "compression_by_flops": "compression (FLOPs)",
+    "train_minutes": "training (min per run)", "train_cpu_minutes": "training (CPU-min per run)",
+    "train_cost_vs_kd": "training CPU vs KD", "train_peak_rss_mb": "peak memory (MB)",
     "val_acc_mean": "val acc % (mean ± std)",
     "fid_mean": "FID (mean ± std)", "params": "parameters", "flops_m": "FLOPs (M)",
     "latency_ms_cpu": "CPU latency (ms, batch 1)", "throughput_cpu": "CPU throughput (/s)",
