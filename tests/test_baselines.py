@@ -247,6 +247,168 @@ def test_dkd_terms_gradcheck():
     assert torch.autograd.gradcheck(lambda s, t: dkd_terms(s, t, y, 4.0), (s, t))
 
 
+# ---------------------------------------------------------------- ReviewKD
+
+
+def batch_norm_by_hand(x: torch.Tensor, norm: nn.BatchNorm2d) -> torch.Tensor:
+    """Training-mode batch norm: the batch's statistics, the biased variance."""
+    mean = x.mean(dim=(0, 2, 3), keepdim=True)
+    var = x.var(dim=(0, 2, 3), unbiased=False, keepdim=True)
+    return (x - mean) / torch.sqrt(var + norm.eps) * norm.weight[None, :, None, None] + norm.bias[None, :, None, None]
+
+
+def official_abf(abf, x, y=None, shape=None, out_shape=None):
+    """ReviewKD/CIFAR-100/model/reviewkd.py `ABF.forward`, written out with the module's weights."""
+    n, _, h, w = x.shape
+    x = batch_norm_by_hand(F.conv2d(x, abf.conv1[0].weight), abf.conv1[1])
+    if y is not None:
+        y = F.interpolate(y, (shape, shape), mode="nearest")
+        z = torch.sigmoid(F.conv2d(torch.cat([x, y], dim=1), abf.att_conv[0].weight, abf.att_conv[0].bias))
+        x = x * z[:, 0].view(n, 1, h, w) + y * z[:, 1].view(n, 1, h, w)
+    if x.shape[-1] != out_shape:
+        x = F.interpolate(x, (out_shape, out_shape), mode="nearest")
+    y = batch_norm_by_hand(F.conv2d(x, abf.conv2[0].weight, padding=1), abf.conv2[1])
+    return y, x
+
+
+def official_hcl(fstudent, fteacher):
+    """`hcl` of the official code, written out."""
+    loss_all = 0.0
+    for fs, ft in zip(fstudent, fteacher):
+        n, c, h, w = fs.shape
+        loss = ((fs - ft) ** 2).mean()
+        cnt, tot = 1.0, 1.0
+        for l in [4, 2, 1]:
+            if l >= h:
+                continue
+            tmpfs, tmpft = F.adaptive_avg_pool2d(fs, (l, l)), F.adaptive_avg_pool2d(ft, (l, l))
+            cnt /= 2.0
+            loss = loss + ((tmpfs - tmpft) ** 2).mean() * cnt
+            tot += cnt
+        loss_all = loss_all + loss / tot
+    return loss_all
+
+
+def teacher_preactivations_by_hand(teacher: nn.Module, x: torch.Tensor) -> list[torch.Tensor]:
+    """The official teacher features `[f1_pre, f2_pre, f3_pre, f4]` for our ResNet: each
+    section's last basic block before its final ReLU, and the pooled post-ReLU last output."""
+    hidden, features = teacher.stem(x), []
+    for section in teacher.sections:
+        inner = section[:-1](hidden)
+        last = section[-1]
+        preact = last.bn2(last.conv2(F.relu(last.bn1(last.conv1(inner))))) + last.shortcut(inner)
+        features.append(preact)
+        hidden = F.relu(preact)
+    return [*features, F.adaptive_avg_pool2d(hidden, 1)]
+
+
+def reviewkd_context(epochs: int = 240) -> MethodContext:
+    return MethodContext(active_phases=("train",), phase_epochs={"train": epochs})
+
+
+def test_reviewkd_defaults_are_the_official_codes():
+    cfg = MethodConfig()
+    assert (cfg.reviewkd_weight, cfg.reviewkd_warmup_epochs) == (1.0, 20)
+
+
+@pytest.mark.parametrize("student_widths, progress, warmup", [
+    ((16, 32, 64), 5.5 / 240, 5 / 20), ((16, 32, 64), 100 / 240, 1.0), ((8, 16, 32), 19.99 / 240, 19 / 20),
+])
+def test_reviewkd_loss_is_ce_plus_the_warmed_up_hcl_of_the_reviewed_features(student_widths, progress, warmup):
+    """The official forward (`ReviewKD.forward` with `shapes = out_shapes` the features'
+    sizes), its `hcl` against the teacher's `preact=True` features, and the official loop's
+    `min(1, epoch / kd_warm_up)` with epochs from 0; a narrower student too (the ABFs map
+    its channels to the teacher's)."""
+    method, teacher, student = make("reviewkd", reviewkd_context(), student_widths=student_widths, reviewkd_weight=0.6)
+    x, y = fixed_batch()
+    reference, abfs = copy.deepcopy(student), copy.deepcopy(method.extra_modules()["abfs"])
+    logits, terms = method.losses("train", x, y, progress)
+    with torch.no_grad():
+        feats = reference.features(x)
+        expected_logits = reference.head(feats[-1])
+        t_features = teacher_preactivations_by_hand(teacher, x)
+        student_features = [*feats[1:], F.adaptive_avg_pool2d(feats[-1], 1)]
+        # the official ReviewKD.forward: features deepest first, ABFs deepest first
+        shapes = [f.shape[-1] for f in student_features][::-1]  # official order, e.g. [1, 4, 8, 16]
+        out_shapes = [f.shape[-1] for f in t_features][::-1]
+        xs, official_abfs = student_features[::-1], list(abfs)[::-1]
+        results = []
+        out_features, res_features = official_abf(official_abfs[0], xs[0], out_shape=out_shapes[0])
+        results.append(out_features)
+        for features, abf, shape, out_shape in zip(xs[1:], official_abfs[1:], shapes[1:], out_shapes[1:]):
+            out_features, res_features = official_abf(abf, features, res_features, shape, out_shape)
+            results.insert(0, out_features)
+        level_losses = [official_hcl([r.double()], [t.double()]) for r, t in zip(results, t_features)]
+    assert min(f.min() for f in t_features[:3]) < 0, "the teacher's features are taken before the ReLU"
+    assert set(terms) == {"ce", "hcl_section0", "hcl_section1", "hcl_section2", "hcl_pooled"}
+    torch.testing.assert_close(logits, expected_logits)
+    torch.testing.assert_close(terms["ce"], F.cross_entropy(expected_logits, y))
+    names = ["hcl_section0", "hcl_section1", "hcl_section2", "hcl_pooled"]
+    assert all(loss > 0 for loss in level_losses)
+    for name, loss in zip(names, level_losses):
+        torch.testing.assert_close(terms[name].double(), 0.6 * warmup * loss, rtol=1e-4, atol=1e-6)
+    total = F.cross_entropy(expected_logits.double(), y) + 0.6 * warmup * official_hcl(
+        [r.double() for r in results], [t.double() for t in t_features])
+    torch.testing.assert_close(sum(terms.values()).double(), total, rtol=1e-4, atol=1e-6)
+    sum(terms.values()).backward()
+    assert all(p.grad is None for p in teacher.parameters())
+    assert all(p.grad is not None for p in method.extra_modules().parameters())
+
+
+def test_reviewkd_first_epoch_is_cross_entropy_alone():
+    method, _, _ = make("reviewkd", reviewkd_context(240))
+    x, y = fixed_batch()
+    _, terms = method.losses("train", x, y, 0.99 / 240)
+    assert all(terms[name] == 0 for name in terms if name != "ce")
+    assert method.warmup("train", 1 / 240) == 1 / 20
+    assert make("reviewkd", reviewkd_context(240), reviewkd_warmup_epochs=0)[0].warmup("train", 0.0) == 1.0
+
+
+def test_reviewkd_reads_the_pre_activations_of_a_folded_teacher_too():
+    from lit.engine.frozen import freeze_for_inference
+
+    method, teacher, _ = make("reviewkd", reviewkd_context())
+    x, _ = fixed_batch()
+    with torch.no_grad():
+        expected = teacher_preactivations_by_hand(teacher, x)
+    freeze_for_inference(teacher)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in teacher.sections.modules())
+    for got, want in zip(method.teacher_features(x), expected):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_reviewkd_refuses_what_it_cannot_review():
+    from lit.methods.reviewkd import section_with_preactivation
+
+    x = torch.randn(2, 3, 4, 4)
+    for section in (nn.Identity(), nn.Conv2d(3, 3, 1), nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU(inplace=True))):
+        with pytest.raises(ValueError, match="last ReLU"):
+            section_with_preactivation(section, x)
+    out, preact = section_with_preactivation(nn.Sequential(nn.Conv2d(3, 3, 1), nn.ReLU()), x)
+    assert torch.equal(out, F.relu(preact)) and preact.min() < 0
+    teacher, _ = tiny_models()
+    two_sections = build_model("resnet", 8, in_channels=3, num_classes=10, widths=[16, 32])
+    with pytest.raises(ValueError, match="sections"):
+        METHODS.get("reviewkd")(MethodConfig(name="reviewkd", teacher="unused"), two_sections, teacher)
+    with pytest.raises(ConfigError, match="method.reviewkd_warmup_epochs"):
+        make("reviewkd", MethodContext(active_phases=("train",), phase_epochs={}))
+
+
+def test_hcl_and_abf_gradcheck():
+    from lit.methods.reviewkd import ABF, hcl_loss
+
+    generator = torch.Generator().manual_seed(6)
+    shapes = [(2, 3, 8, 8), (2, 2, 3, 3), (2, 4, 1, 1)]
+    s = [torch.randn(*shape, generator=generator, dtype=torch.float64, requires_grad=True) for shape in shapes]
+    t = [torch.randn(*shape, generator=generator, dtype=torch.float64, requires_grad=True) for shape in shapes]
+    assert torch.autograd.gradcheck(lambda *f: hcl_loss(list(f[:3]), list(f[3:])), (*s, *t))
+    torch.manual_seed(0)
+    abf = ABF(3, 4, 2, fuse=True).double()
+    x = torch.randn(3, 3, 4, 4, generator=generator, dtype=torch.float64, requires_grad=True)
+    residual = torch.randn(3, 4, 2, 2, generator=generator, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(lambda x, r: abf(x, r, (4, 4))[0], (x, residual))
+
+
 # ---------------------------------------------------------------- keys: checked, read by their method only
 
 KEYS = {  # key: (method, a bad value, another good value)
@@ -255,6 +417,8 @@ KEYS = {  # key: (method, a bad value, another good value)
     "dkd_beta": ("dkd", ".nan", "2.0"),
     "dkd_temperature": ("dkd", "0", "2.0"),
     "dkd_warmup_epochs": ("dkd", "-1", "5"),
+    "reviewkd_weight": ("reviewkd", "-1", "0.6"),
+    "reviewkd_warmup_epochs": ("reviewkd", "-2", "0"),
 }
 STUDENT = ROOT / "config" / "runs" / "digits-student.yaml"
 
@@ -271,7 +435,7 @@ def test_each_key_is_checked_and_read_by_its_method_only(key):
         return config_hash(load_run_config(STUDENT, [f"method.name={name}", "method.teacher=runs/teacher", *overrides]))
 
     assert digest(method, f"method.{key}={good}") != digest(method)
-    for other in ("kd", "lit", "fitnets", *(m for m in ("at", "dkd", "reviewkd") if m in METHODS and m != method)):
+    for other in ("kd", "lit", "fitnets", *(m for m in ("at", "dkd", "reviewkd") if m != method)):
         assert digest(other, f"method.{key}={good}") == digest(other), other
 
 
@@ -290,18 +454,24 @@ def teacher_file(tmp_path_factory):
     return path
 
 
-@pytest.mark.parametrize("name, logged", [
-    ("at", {"loss_ce", "loss_at_section0", "loss_at_section1", "loss_at_section2"}),
-    ("dkd", {"loss_ce", "loss_tckd", "loss_nckd"}),
+@pytest.mark.parametrize("name, logged, overrides", [
+    ("at", {"loss_ce", "loss_at_section0", "loss_at_section1", "loss_at_section2"}, ()),
+    ("dkd", {"loss_ce", "loss_tckd", "loss_nckd"}, ()),
+    # no warm-up: the official loop's first epoch would weight the HCL 0
+    ("reviewkd", {"loss_ce", "loss_hcl_section0", "loss_hcl_section1", "loss_hcl_section2", "loss_hcl_pooled"},
+     ("method.reviewkd_warmup_epochs=0",)),
 ])
-def test_one_epoch_through_the_engine_logs_every_term(name, logged, teacher_file, tmp_path):
+def test_one_epoch_through_the_engine_logs_every_term(name, logged, overrides, teacher_file, tmp_path):
     from lit.engine.trainer import train
+    from lit.runtime.checkpoint import load_checkpoint
     from lit.runtime.runlog import MetricsLog
 
     cfg = digits_config("model.depth=8", f"method.name={name}", f"method.teacher={teacher_file}",
-                        "train.precision=fp32", "train.phases.train={epochs: 1, lr: 0.05}")
+                        "train.precision=fp32", "train.phases.train={epochs: 1, lr: 0.05}", *overrides)
     summary = train(cfg, tmp_path / name)
     assert summary["epochs"] == 1 and (tmp_path / name / "checkpoints" / "best.pt").exists()
     (row,) = MetricsLog(tmp_path / name / "metrics.jsonl").records()
     assert logged <= set(row) and not {k for k in row if k.startswith("loss_")} - logged - {"loss"}
     assert all(row[k] > 0 for k in logged)
+    extra = load_checkpoint(tmp_path / name / "checkpoints" / "state.pt", kind="train-state")["extra"]
+    assert any(key.startswith("abfs.") for key in extra) == (name == "reviewkd")
