@@ -13,7 +13,8 @@ the code's `mean` is that division, so `method.at_beta` is the code's beta, 1000
 The map averages over channels, so a student narrower than its teacher is compared as it
 is: only the spatial sizes of each pair must agree (every family's stages downsample alike).
 The stem's output is left out, as the official code leaves out the output of its first
-convolution. Maps are computed in float32 (bf16 would round the small squared differences).
+convolution. Its WRN's group outputs are pre-activation sums (its blocks are pre-activation);
+our sections end in ReLU, and their outputs are taken as they are (as mdistiller's AT does). Maps are computed in float32 (bf16 would round the small squared differences).
 """
 
 from __future__ import annotations
