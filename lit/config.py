@@ -41,7 +41,7 @@ class ModelConfig:
 
 @dataclass
 class MethodConfig:
-    name: str = "scratch"  # scratch | kd | lit | fitnets | stargan | gan_lit (see `lit.methods.METHODS`)
+    name: str = "scratch"  # scratch | kd | lit | fitnets | at | dkd | reviewkd | slimming | stargan | gan_lit (see `lit.methods.METHODS`)
     teacher: str | None = None  # teacher run directory (its selected checkpoint) or a checkpoint file
     hard_weight: float = 0.95  # alpha: weight of the HARD-label cross-entropy in KD (LIT code convention)
     temperature: float = 6.0  # tau: softening temperature of KD
@@ -53,6 +53,14 @@ class MethodConfig:
     hint_section: int | None = None  # FitNets: the hint/guided layer is the output of this section (None: the middle, (N - 1) // 2)
     objective_scale: float = 0.5  # LIT phase 1: factor on beta * KD + (1 - beta) * sum MSE (0.5: official CIFAR code, 1.0: official VDCNN code)
     regressor_activation: Literal["relu", "none"] = "relu"  # FitNets: non-linearity after the regressor's batch norm (relu: the hint's)
+    # the baselines AT, DKD and ReviewKD: each key read by its own method only (named as in its paper)
+    at_beta: float = 1000.0  # AT (ICLR 2017): beta, weight of the summed attention losses (official code: beta * sum_j mean((Q_s - Q_t)^2))
+    dkd_alpha: float = 1.0  # DKD (CVPR 2022): alpha, weight of TCKD (target-class KD)
+    dkd_beta: float = 8.0  # DKD: beta, weight of NCKD (non-target-class KD); the official default (its CIFAR ResNet-56/110 pairs: 2.0)
+    dkd_temperature: float = 4.0  # DKD: T, its own (KD's method.temperature is LIT's 6)
+    dkd_warmup_epochs: int = 20  # DKD: TCKD and NCKD weighted min(epoch / this, 1), epochs counted from 1 (0: no warm-up)
+    reviewkd_weight: float = 1.0  # ReviewKD (CVPR 2021): weight of the hierarchical context loss (the official code's default)
+    reviewkd_warmup_epochs: int = 20  # ReviewKD: the HCL weighted min(epoch / this, 1), epochs counted from 0 (0: no warm-up)
     tuned: str | None = None  # a tuned.json of `lit tune`: its temperature, hard_weight and kd_weight replace these keys
     sparsity: float = 1e-4  # slimming: lambda, weight of the L1 penalty on the prunable batch norms' scales (phase sparsity)
     prune_ratio: float = 0.4  # slimming: fraction of the prunable channels removed (global threshold) before phase finetune
@@ -241,6 +249,18 @@ def validate(cfg: RunConfig) -> RunConfig:
          "a number in [0, 1) (the fraction of prunable channels removed; the slimming paper: 0.4 to 0.7)"),
         (math.isfinite(cfg.method.objective_scale) and cfg.method.objective_scale > 0, "method.objective_scale",
          cfg.method.objective_scale, "a positive number (0.5: the official CIFAR code, 1.0: the official VDCNN code)"),
+        *[(math.isfinite(value) and value >= 0, f"method.{key}", value, f"a non-negative number ({meaning})") for key, value, meaning in (
+            ("at_beta", cfg.method.at_beta, "beta, the weight of AT's attention losses; the official code: 1000"),
+            ("dkd_alpha", cfg.method.dkd_alpha, "alpha, the weight of TCKD; the official DKD code: 1.0"),
+            ("dkd_beta", cfg.method.dkd_beta, "beta, the weight of NCKD; the official DKD code: 8.0"),
+            ("reviewkd_weight", cfg.method.reviewkd_weight, "the weight of ReviewKD's HCL; the official code: 1.0"),
+        )],
+        (math.isfinite(cfg.method.dkd_temperature) and cfg.method.dkd_temperature > 0, "method.dkd_temperature",
+         cfg.method.dkd_temperature, "a positive number (T of DKD; the official code: 4)"),
+        (cfg.method.dkd_warmup_epochs >= 0, "method.dkd_warmup_epochs", cfg.method.dkd_warmup_epochs,
+         "a non-negative integer (epochs of DKD's linear warm-up; the official code: 20; 0: none)"),
+        (cfg.method.reviewkd_warmup_epochs >= 0, "method.reviewkd_warmup_epochs", cfg.method.reviewkd_warmup_epochs,
+         "a non-negative integer (epochs of ReviewKD's linear warm-up; the official code: 20; 0: none)"),
         (cfg.method.n_critic >= 1, "method.n_critic", cfg.method.n_critic, "a positive integer"),
         (cfg.method.d_conv_dim >= 1, "method.d_conv_dim", cfg.method.d_conv_dim, "a positive integer"),
         (cfg.method.d_repeat_num is None or cfg.method.d_repeat_num >= 1, "method.d_repeat_num", cfg.method.d_repeat_num,

@@ -152,6 +152,7 @@ class Trainer:
             active_phases=tuple(self.phases),
             teacher_extras=load_teacher_extras(cfg.method.teacher) if teacher is not None else None,
             family=cfg.model.family,
+            phase_epochs={p: cfg.train.phases[p].epochs for p in self.phases if cfg.train.phases[p].iterations is None},
         )
         try:
             self.method: Method = method_class(cfg.method, self.student, teacher, context)

@@ -16,7 +16,8 @@ every checkpoint and restarts the validation selection.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, field
 from typing import Any, Callable, ClassVar, Iterator
 
 import torch
@@ -57,6 +58,7 @@ class MethodContext:
     active_phases: tuple[str, ...] = ()  # the phases that will run (a phase of length 0 does not)
     teacher_extras: dict[str, Any] | None = None  # the teacher run's own extra modules' weights (a GAN's discriminator)
     family: str = ""  # the student's model family (`model.family`)
+    phase_epochs: dict[str, int] = field(default_factory=dict)  # the length of each epoch-based phase, in epochs
 
 
 class Method:
@@ -118,6 +120,14 @@ class Method:
         with torch.no_grad():
             feats = self.teacher.features(inputs)
             return self.teacher.head(feats[-1]), feats
+
+    def epochs_done(self, phase: str, progress: float) -> int:
+        """The epochs of `phase` completed before a step at `progress` (the engine's progress
+        of a step is `(epoch + step / steps) / epochs`), for a warm-up counted in epochs."""
+        epochs = self.context.phase_epochs.get(phase)
+        if epochs is None:
+            raise ValueError(f"{type(self).__name__} counts the epochs of phase {phase!r}, whose length in epochs it was not given")
+        return math.floor(progress * epochs + 1e-9)  # the tolerance absorbs rounding of (epoch + 0 / steps) / epochs * epochs
 
     def reshape_student(self, phase: str, options: dict[str, Any]) -> dict[str, Any] | None:
         """Called as `phase` starts (not when a run resumes inside it), before its parameter

@@ -46,7 +46,7 @@ TEACHER_METHODS = {"stargan"}  # methods that only ever train a teacher
 NO_TEACHER_METHODS = {"scratch", "stargan"}  # methods that learn from labels alone
 # The KD/LIT weights each method reads (hard_weight = alpha, temperature = tau, kd_weight = beta);
 # a distillation method not listed here keeps all three, since which it uses is unknown.
-METHOD_WEIGHTS = {"scratch": (), "stargan": (), "gan_lit": (), "kd": ("hard_weight", "temperature")}
+METHOD_WEIGHTS = {"scratch": (), "stargan": (), "gan_lit": (), "kd": ("hard_weight", "temperature"), "at": (), "dkd": (), "reviewkd": ()}
 WEIGHT_NAMES = ("hard_weight", "temperature", "kd_weight")
 
 
