@@ -90,6 +90,10 @@ def config_hash(cfg: RunConfig, length: int = 10) -> str:
     values = effective_config(cfg).to_dict()
     for section, key in UNHASHED_KEYS:
         values[section].pop(key)
+    # only the method keys the method reads: a key added for another method (a new baseline's
+    # weight) leaves every existing run id as it was
+    uses = METHODS.get(cfg.method.name).uses
+    values["method"] = {key: value for key, value in values["method"].items() if key == "name" or key in uses}
     # the code revisions of the data set, family and method where raised above 1 (so that
     # the ids of runs untouched by such a change stay as they were)
     revisions = {kind: registry.revision(name) for kind, registry, name in (
