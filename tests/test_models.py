@@ -71,7 +71,8 @@ def test_count_flops_leaves_the_training_mode_as_it_was():
 
 # ---------------------------------------------------------------- the section contract
 
-FAMILIES = [("resnet", 8, {}), ("resnet", 14, {}), ("resnext", 11, {}), ("resnext", 20, {"cardinality": 2})]
+FAMILIES = [("resnet", 8, {}), ("resnet", 14, {}), ("resnext", 11, {}), ("resnext", 20, {"cardinality": 2}),
+            ("torchvision_resnet", 10, {"blocks": [1, 1, 1, 1]}), ("torchvision_resnet", 10, {"blocks": [1, 1, 1, 1], "stem": "cifar"})]
 
 
 @pytest.mark.parametrize("family, depth, options", FAMILIES)
