@@ -238,10 +238,10 @@ def test_a_download_that_fails_torchvisions_hash_check_is_refused(tmp_path, monk
 def test_default_weights_name_resolves_to_torchvisions_member(monkeypatch):
     from torchvision.models import ResNet50_Weights
 
-    from lit.models import torchvision_resnet
+    from lit.models import torchvision_weights
 
     asked = []
-    monkeypatch.setattr(torchvision_resnet, "download_torchvision_weights", lambda member: asked.append(member) or {})
+    monkeypatch.setattr(torchvision_weights, "download", lambda member: asked.append(member) or {})
     with pytest.raises(ValueError, match="missing conv1.weight"):  # the empty state dict
         build_model(FAMILY, 50, weights="DEFAULT")
     assert asked == [ResNet50_Weights.DEFAULT] and ResNet50_Weights.DEFAULT is ResNet50_Weights.IMAGENET1K_V2

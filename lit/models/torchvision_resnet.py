@@ -41,20 +41,17 @@ two seconds, which every `lit` process would pay (`lit.models` imports every fam
 
 from __future__ import annotations
 
-import logging
 import re
 from collections import OrderedDict
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, Mapping
 
 import torch
 from torch import nn
 
+import lit.models.torchvision_weights as torchvision_weights
 from lit.models.base import Sectioned
 from lit.models.registry import register_model
-
-log = logging.getLogger(__name__)
 
 FAMILY = "torchvision_resnet"
 STAGES = 4
@@ -100,7 +97,7 @@ BY_DEPTH = {ARCHITECTURES[name].depth: name for name in ("resnet18", "resnet34",
 
 
 def option_error(option: str, message: str) -> ValueError:
-    return ValueError(f"{FAMILY} option {option!r} {message}")
+    return torchvision_weights.option_error(FAMILY, option, message)
 
 
 def positive_int(option: str, value: Any) -> int:
@@ -211,90 +208,14 @@ def to_torchvision_keys(state: Mapping[str, torch.Tensor]) -> OrderedDict[str, t
 # ---------------------------------------------------------------- weights
 
 
-def is_weights_file(weights: str) -> bool:
-    return weights.endswith((".pth", ".pt")) or "/" in weights or "\\" in weights
-
-
-def read_weights_file(path: str) -> dict[str, torch.Tensor]:
-    file = Path(path)
-    if not file.is_file():
-        raise option_error("weights", f"names the file {path}, which does not exist")
-    try:
-        state = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as err:  # a pickle with more than tensors, or not a torch file at all
-        raise option_error("weights", f"file {path} cannot be read as a state dict with weights_only=True: {err}") from None
-    if not isinstance(state, Mapping) or not state or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        keys = list(state)[:5] if isinstance(state, Mapping) else type(state).__name__
-        raise option_error(
-            "weights", f"file {path} must hold a plain state dict (torch.save(model.state_dict(), path)), found {keys}"
-        )
-    return dict(state)
-
-
-def torchvision_weights(name: str | None, weights: str) -> Any:
-    """torchvision's weights enum member for architecture `name` named by `weights`."""
-    from torchvision.models import get_model_weights, get_weight
-
-    if name is None:
-        raise option_error(
-            "weights",
-            f"{weights!r} names torchvision weights, which exist only for torchvision's architectures "
-            f"({', '.join(ARCHITECTURES)}); this architecture is none of them: give a .pth file",
-        )
-    enum = get_model_weights(name)
-    if "." in weights:
-        try:
-            member = get_weight(weights)
-        except (ValueError, KeyError, AttributeError):
-            member = None
-        if member is None or type(member) is not enum:
-            raise option_error("weights", f"{weights!r} is not one of {name}'s weights ({', '.join(enum.__members__)})")
-        return member
-    if weights not in enum.__members__:
-        raise option_error(
-            "weights", f"{weights!r} is neither a .pth file nor one of {name}'s weights ({', '.join(enum.__members__)})"
-        )
-    return enum[weights]
-
-
-def download_torchvision_weights(member: Any) -> dict[str, torch.Tensor]:
-    """The state dict of a torchvision weights enum member, through torchvision's own API:
-    downloaded into torch's hub cache, its SHA-256 prefix checked, loaded with weights_only."""
-    log.info("%s: loading torchvision weights %s from %s", FAMILY, member, member.url)
-    return member.get_state_dict(progress=False, check_hash=True, weights_only=True)
-
-
 def load_initial_weights(model: Sectioned, weights: str, arch_name: str | None, num_classes: int, describe: str) -> None:
-    if is_weights_file(weights):
-        source, state = f"file {weights}", read_weights_file(weights)
-    else:
-        member = torchvision_weights(arch_name, weights)
-        source, state = f"torchvision weights {member}", download_torchvision_weights(member)
-    mapped = from_torchvision_keys(state)
-    own = model.state_dict()
-    checkpoint_classes = mapped["head.fc.weight"].shape[0] if "head.fc.weight" in mapped else None
-    if checkpoint_classes is not None and checkpoint_classes != num_classes:
-        log.warning(
-            "%s: the weights (%s) have a %d-class classifier, the model num_classes=%d: its fc is left out and "
-            "the model keeps a freshly initialised %d-class fc (train it before use)",
-            FAMILY, source, checkpoint_classes, num_classes, num_classes,
-        )
-        for key in ("head.fc.weight", "head.fc.bias"):
-            if key in mapped:
-                mapped[key] = own[key]
-    problems = []
-    mismatched = [k for k in mapped if k in own and mapped[k].shape != own[k].shape]
-    problems += [f"{to_tv(k)} is {list(mapped[k].shape)} there, {list(own[k].shape)} here" for k in mismatched[:3]]
-    # batch norms of old checkpoints have no num_batches_tracked: torch fills it in
-    missing = [k for k in own if k not in mapped and not k.endswith("num_batches_tracked")]
-    unexpected = [k for k in mapped if k not in own]
-    if missing:
-        problems.append(f"missing {', '.join(to_tv(k) for k in missing[:3])}{' ...' if len(missing) > 3 else ''}")
-    if unexpected:
-        problems.append(f"unexpected {', '.join(to_tv(k) for k in unexpected[:3])}{' ...' if len(unexpected) > 3 else ''}")
-    if problems:
-        raise option_error("weights", f"({source}) does not fit {describe}: {'; '.join(problems)}")
-    model.load_state_dict(mapped)
+    source, state = torchvision_weights.read_weights(FAMILY, weights, arch_name, list(ARCHITECTURES))
+    torchvision_weights.load_fitting(
+        model, from_torchvision_keys(state), family=FAMILY, source=source, describe=describe,
+        classifier=("head.fc.weight", "head.fc.bias"), num_classes=num_classes, source_key=to_tv,
+        # batch norms of old checkpoints (torchvision's ImageNet files among them) have no counter
+        optional=lambda key: key.endswith("num_batches_tracked"),
+    )
 
 
 def to_tv(key: str) -> str:
