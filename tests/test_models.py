@@ -71,7 +71,9 @@ def test_count_flops_leaves_the_training_mode_as_it_was():
 
 # ---------------------------------------------------------------- the section contract
 
-FAMILIES = [("resnet", 8, {}), ("resnet", 14, {}), ("resnext", 11, {}), ("resnext", 20, {"cardinality": 2})]
+FAMILIES = [("resnet", 8, {}), ("resnet", 14, {}), ("resnext", 11, {}), ("resnext", 20, {"cardinality": 2}),
+            ("torchvision_resnet", 10, {"blocks": [1, 1, 1, 1]}), ("torchvision_resnet", 10, {"blocks": [1, 1, 1, 1], "stem": "cifar"}),
+            ("torchvision_vit", 4, {"image_size": 16, "patch_size": 4, "num_heads": 2, "hidden_dim": 16, "mlp_dim": 32})]
 
 
 @pytest.mark.parametrize("family, depth, options", FAMILIES)

@@ -95,11 +95,13 @@ def phase_length(settings: PhaseConfig) -> int:
     return settings.epochs if settings.iterations is None else settings.iterations
 
 
-def build_student(cfg: RunConfig, data: DataSplits) -> tuple[nn.Module, dict[str, Any]]:
+def build_student(cfg: RunConfig, data: DataSplits, initial_weights: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+    """The student and its spec; `initial_weights=False` (a resumed run, whose saved state
+    holds the weights) leaves out a family's starting-weights options (`build_model`)."""
     options = {"in_channels": data.in_channels, "num_classes": data.num_classes, **cfg.model.options}
     spec = model_spec(cfg.model.family, cfg.model.depth, options)
     try:
-        return build_model(spec["family"], spec["depth"], **spec["options"]), spec
+        return build_model(spec["family"], spec["depth"], initial_weights=initial_weights, **spec["options"]), spec
     except (TypeError, ValueError) as err:
         raise ConfigError(f"config key 'model': cannot build {cfg.model.family}-{cfg.model.depth} with options {cfg.model.options}: {err}") from None
 
@@ -144,7 +146,7 @@ class Trainer:
         self.dtype = resolve_precision(cfg.train, self.device)
         self.data = load_data(cfg.data)
         method_class = METHODS.get(cfg.method.name)
-        self.student, self.spec = build_student(cfg, self.data)
+        self.student, self.spec = build_student(cfg, self.data, initial_weights=not self.resuming)
         teacher = load_teacher(cfg, method_class, self.spec, self.device) if method_class.needs_teacher else None
         self.phases = [p for p in method_class.phases if phase_length(cfg.train.phases[p]) > 0]
         context = MethodContext(
@@ -231,7 +233,8 @@ class Trainer:
             raise CheckpointError(f"{self.state_path} was written by an older lit (no 'optimizers' entry): start the run anew")
         spec = state["spec"]
         if spec != self.spec:  # the method reshaped the student before this state was saved (slimming pruned it)
-            self.student, self.spec = build_model(spec["family"], spec["depth"], **spec["options"]), spec
+            self.student = build_model(spec["family"], spec["depth"], initial_weights=False, **spec["options"])
+            self.spec = spec
             self.student.to(self.device, memory_format=self.memory_format)
             if self.cfg.train.compile:
                 compile_sectioned(self.student, compile_mode(self.device))

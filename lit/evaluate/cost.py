@@ -8,6 +8,7 @@ from typing import Any, Callable
 
 import torch
 from torch import nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 from torch.utils.flop_counter import FlopCounterMode
 
 
@@ -16,13 +17,23 @@ def count_parameters(model: nn.Module) -> int:
 
 
 def count_flops(model: nn.Module, example: torch.Tensor | tuple) -> int:
-    """Forward FLOPs for one example batch, counting a multiply-add as 2 FLOPs."""
+    """Forward FLOPs for one example batch, counting a multiply-add as 2 FLOPs.
+
+    Attention is counted through its unfused form: the fused kernels (nn.MultiheadAttention's
+    inference fast path, flash attention on the CPU) have no FLOP formula in PyTorch's
+    counter and would count as nothing, so while counting the fast path is off and
+    scaled dot-product attention runs its math backend (the same matmuls, each counted)."""
     inputs = example if isinstance(example, tuple) else (example,)
     was_training = model.training
+    fastpath = torch.backends.mha.get_fastpath_enabled()
     model.eval()
-    with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        model(*inputs)
-    model.train(was_training)
+    torch.backends.mha.set_fastpath_enabled(False)
+    try:
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            model(*inputs)
+    finally:
+        torch.backends.mha.set_fastpath_enabled(fastpath)
+        model.train(was_training)
     return int(counter.get_total_flops())
 
 

@@ -32,7 +32,8 @@ def load_model(path: str | Path, which: str = "best", device: str | torch.device
     file = resolve_model_path(path, which)
     state = load_checkpoint(file, kind="model")
     spec = state["spec"]
-    model = build_model(spec["family"], spec["depth"], **spec["options"])
+    # the weights come from the checkpoint, never from a family's initial-weights option
+    model = build_model(spec["family"], spec["depth"], initial_weights=False, **spec["options"])
     try:
         model.load_state_dict(state["model"])
     except RuntimeError as err:
