@@ -149,7 +149,7 @@ def student_samples(wildcards):
 def all_speed_files(wildcards):
     """The speed stage's file of every classifier experiment."""
     return [
-        f"{RESULTS}/{exp}/{exp}-speed.json"
+        ancient(f"{RESULTS}/{exp}/{exp}-speed.json")
         for exp in PLAN.experiments_of_kind("classifier")
     ]
 

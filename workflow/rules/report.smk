@@ -10,7 +10,7 @@
 rule report_experiment:
     input:
         evaluations=experiment_evaluations,
-        speed=f"{RESULTS}/{{exp}}/{{exp}}-speed.json",
+        speed=ancient(f"{RESULTS}/{{exp}}/{{exp}}-speed.json"),
         published=[ancient(p) for p in PUBLISHED],
     output:
         table=f"{RESULTS}/{{exp}}/table.csv",
