@@ -1,5 +1,6 @@
 """The Snakemake pipeline on one tiny project: end to end, then what a rerun does (nothing,
-only a new depth, only the runs a changed value reaches, a killed job resumed), and DVC."""
+only a new depth, only the runs a changed value reaches, a killed job resumed, a tuning
+stage). DVC: tests/test_dvc.py."""
 
 from __future__ import annotations
 
@@ -154,56 +155,4 @@ def test_tuning_stage_feeds_its_choice_into_the_final_runs(tiny_project):
         row = table[table["method"] == method].iloc[0]
         assert row["temperature"] == tuned["temperature"], "the tuned tau must reach the final runs and the table"
     assert table.loc[table["method"] == "lit", "kd_weight"].item() == tuned["kd_weight"]
-
-
-def run_checked(command: list[str], cwd: Path, timeout: int = 600) -> str:
-    result = subprocess.run(command, cwd=cwd, capture_output=True, text=True, env=env(), timeout=timeout)
-    assert result.returncode == 0, f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-    return result.stdout + result.stderr
-
-
-def readme_dvc_blocks() -> list[list[str]]:
-    """The command lines of each code block of the README's DVC section, comments dropped."""
-    readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("### DVC"):]
-    section = section[: section.index("\n## ")]
-    blocks = [part.split("```")[0] for part in section.split("```bash")[1:]]
-    lines = [[line.split("  #")[0].split("# ")[0].strip() for line in block.splitlines()] for block in blocks]
-    return [[line for line in block if line] for block in lines]
-
-
-def test_the_readme_dvc_block_works_verbatim_on_a_fresh_clone(finished_tiny, tmp_path):
-    """Exactly the README's DVC commands, on a `git clone` of this repository (DVC as
-    committed: `.dvc/` and `dvc.yaml`) whose pipeline config is the tiny one and whose
-    runs are already there (so `dvc repro` has nothing to train): push to a local
-    remote, clone again elsewhere, pull, and Snakemake has nothing to do."""
-    import shutil
-
-    (commands,) = readme_dvc_blocks()
-    assert len(commands) == 3 and commands[0].startswith("dvc remote add -d store /path/to/remote"), commands
-    assert "<url>" in commands[2] and "<folder>" in commands[2], commands
-    clone, remote, elsewhere = tmp_path / "clone", tmp_path / "remote", tmp_path / "elsewhere"
-    run_checked(["git", "clone", "-q", str(ROOT), str(clone)], tmp_path)
-    assert (clone / ".dvc" / "config").is_file(), "DVC must be initialised in the repository itself"
-    # the tiny project's config, prepared data, finished runs and Snakemake records
-    shutil.copy(finished_tiny[0] / "config" / "config.yaml", clone / "config" / "config.yaml")
-    for part in ("data", "results", ".snakemake"):
-        shutil.copytree(finished_tiny[0] / part, clone / part, symlinks=True, dirs_exist_ok=True)
-    identity = {"GIT_AUTHOR_NAME": "lit-tests", "GIT_AUTHOR_EMAIL": "tests@lit.invalid",
-                "GIT_COMMITTER_NAME": "lit-tests", "GIT_COMMITTER_EMAIL": "tests@lit.invalid"}
-    environment = {**env(), **identity}
-    subprocess.run(["git", "commit", "-qam", "the tiny pipeline config"], cwd=clone, check=True, env=environment)
-
-    def bash(line: str, cwd: Path) -> str:
-        result = subprocess.run(["bash", "-c", line], cwd=cwd, capture_output=True, text=True, env=environment, timeout=900)
-        assert result.returncode == 0, f"README line failed: {line}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
-        return result.stdout + result.stderr
-
-    bash(commands[0].replace("/path/to/remote", str(remote)), clone)
-    bash(commands[1], clone)
-    assert "results/runs" not in run_checked(["git", "ls-files"], clone), "checkpoints belong to DVC, not git"
-    output = bash(commands[2].replace("<url>", str(clone)).replace("<folder>", str(elsewhere)), tmp_path)
-    assert "Nothing to be done" in output, output[-3000:]
-    assert list((elsewhere / "results" / "runs" / "tiny").glob("lit-*/checkpoints/best.pt"))
-    assert "up to date" in run_checked([str(BIN / "dvc"), "status"], elsewhere).lower()
 
