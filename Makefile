@@ -28,7 +28,9 @@ run: $(STAMP)
 
 # CORES workers (pytest-xdist), one test file at a time each, slow files first (tests/conftest.py)
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(CORES) --dist loadfile
+	$(BIN)/python -m pytest -n $(CORES) --dist loadfile --durations=15
 
+# what runs produced, never the committed reference results (results/<experiment>/ tables
+# and figures): run directories, logs and Snakemake's records
 clean-results:
-	rm -rf results/runs results/*/ .snakemake
+	rm -rf results/runs results/logs results/*/runs results/*/logs results/report.html .snakemake
