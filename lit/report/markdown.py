@@ -41,7 +41,7 @@ FORMATS = {
     "params": COUNT, "flops_m": _number("{:.2f}"), "latency_ms_cpu": _number("{:.3f}"), "latency_ms_cuda": _number("{:.3f}"),
     "throughput_cpu": COUNT, "throughput_cuda": COUNT,
     "speedup_vs_teacher": RATIO, "compression_by_depth": RATIO, "compression_by_params": RATIO, "compression_by_flops": RATIO,
-    "train_minutes": _number("{:.1f}"), "train_cpu_minutes": _number("{:.1f}"), "train_cost_vs_kd": RATIO,
+    "train_minutes": _number("{:.2f}"), "train_cpu_minutes": _number("{:.2f}"), "train_cost_vs_kd": RATIO,
     "train_peak_rss_mb": COUNT,
     "hard_weight": PLAIN, "temperature": PLAIN, "kd_weight": PLAIN, "fid_mean": _number("{:.2f}"),
 }
