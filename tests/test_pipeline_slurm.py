@@ -28,14 +28,15 @@ def test_demo_through_the_slurm_profile_gets_real_job_ids(tmp_path, monkeypatch)
     config["experiments"]["tiny"]["students"]["methods"] = ["lit"]  # a teacher and a student that learns from it
     make_project(tmp_path, config)
     # the local node has no GPU and 2 cores: the CI overrides of the cluster profile
-    result = snakemake(tmp_path, "--set-threads", "train=1", "evaluate=1",
+    result = snakemake(tmp_path, "--set-threads", "train=1", "evaluate=1", "speed=1",
                        "--slurm-init-seconds-before-status-checks", "2", "--seconds-between-status-checks", "2",
-                       "--set-resources", "train:gpu=0", "train:mem_mb=2000", "evaluate:mem_mb=2000",
+                       "--set-resources", "train:gpu=0", "train:mem_mb=2000", "evaluate:mem_mb=2000", "speed:mem_mb=2000",
                        profile=ROOT / "workflow" / "profiles" / "slurm", timeout=900)
     output = result.stdout + result.stderr
     job_ids = [int(j) for j in re.findall(r"submitted with SLURM jobid (\d+)", output)]
-    assert len(job_ids) == 4, output[-3000:]  # 2 trainings + 2 evaluations; data and report jobs run locally
-    assert len(set(job_ids)) == 4 and min(job_ids) > 0
+    # 2 trainings, 2 evaluations and the speed stage (a node of its own); data and report jobs run locally
+    assert len(job_ids) == 5, output[-3000:]
+    assert len(set(job_ids)) == 5 and min(job_ids) > 0
     # SLURM knows the jobs (finished ones stay visible for MinJobAge, 300 s by default)
     known = subprocess.run(["scontrol", "show", "job", str(job_ids[-1])], capture_output=True, text=True)
     assert f"JobId={job_ids[-1]}" in known.stdout and "COMPLETED" in known.stdout, known.stdout + known.stderr
