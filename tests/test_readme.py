@@ -1,0 +1,57 @@
+"""The README's commands, run verbatim as a new user would after `make run`'s set-up: the
+quick start of the command line, then the pipeline section's `lit plan` and `lit speed`.
+(The DVC block has its own test, tests/test_dvc.py; `make run` and `make test` are what CI
+runs; the SLURM and GPU commands need their machines.)"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from workflow_helpers import ROOT, env
+
+pytestmark = pytest.mark.slow
+
+
+def bash_block(heading: str) -> list[str]:
+    """The command lines of the first bash block under a README heading, comments dropped."""
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index(f"\n## {heading}\n"):]
+    block = section[section.index("```bash") + len("```bash"):]
+    lines = [line.split("  #")[0].strip() for line in block[: block.index("```")].splitlines()]
+    return [line for line in lines if line and not line.startswith("#")]
+
+
+def readme_line(prefix: str) -> str:
+    """The one command line of the README that starts with `prefix`."""
+    lines = [line.split("  #")[0].strip() for line in (ROOT / "README.md").read_text().splitlines()]
+    found = [line for line in lines if line.startswith(prefix)]
+    assert len(found) == 1, f"the README should show one `{prefix}` line, it shows {found}"
+    return found[0]
+
+
+def run(line: str, cwd: Path) -> str:
+    result = subprocess.run(["bash", "-c", line], cwd=cwd, capture_output=True, text=True, env=env(), timeout=900)
+    assert result.returncode == 0, f"README line failed: {line}\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    return result.stdout + result.stderr
+
+
+def test_the_quick_start_then_lit_plan_and_lit_speed_work_verbatim(tmp_path):
+    shutil.copytree(ROOT / "config", tmp_path / "config")
+    commands = bash_block("Quick start with the library's command line")
+    assert commands[0] == "source .venv/bin/activate" and any(c.startswith("lit train") for c in commands), commands
+    for line in commands[1:]:  # the set-up's environment is this test's PATH
+        run(line, tmp_path)
+    for run_dir in ("runs/teacher", "runs/lit8"):
+        evaluation = json.loads((tmp_path / run_dir / "eval.json").read_text())
+        assert 0.0 <= evaluation["test_acc_selected"] <= 1.0
+    assert (tmp_path / "runs" / "kd8" / "checkpoints" / "best.pt").is_file()
+    planned = run(readme_line("lit plan config/config.yaml"), tmp_path)
+    assert "digits-resnet" in planned and "teacher-resnet32" in planned
+    run(readme_line("lit speed runs/teacher runs/lit8"), tmp_path)
+    speed = json.loads((tmp_path / "speed.json").read_text())
+    assert sorted(a["label"] for a in speed["architectures"]) == ["resnet56", "resnet8"]
