@@ -38,3 +38,21 @@ def test_workflow_conda_env_matches_environment_yml():
         return [d for d in env["dependencies"] if isinstance(d, str)], [r for r in pip if not r.startswith("-e")]
 
     assert deps(ROOT / "workflow" / "envs" / "lit.yaml") == deps(ROOT / "environment.yml")
+
+
+def test_make_clean_results_removes_runs_and_logs_and_keeps_the_reference_results(tmp_path):
+    import shutil
+    import subprocess
+
+    shutil.copy(ROOT / "Makefile", tmp_path / "Makefile")
+    kept = ["results/digits-resnet/digits-resnet-summary.md", "results/table.csv",
+            "results/gan-small/colordigits-stargan/colordigits-stargan-fid.md"]
+    removed = ["results/runs/digits-resnet/kd-resnet8-s0-x/eval.json", "results/logs/digits-resnet/train/a.log",
+               "results/gan-small/runs/colordigits-stargan/teacher/summary.json", "results/gan-small/logs/x.log",
+               "results/report.html", ".snakemake/metadata/x"]
+    for name in kept + removed:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    subprocess.run(["make", "clean-results"], cwd=tmp_path, check=True, capture_output=True)
+    assert all((tmp_path / name).is_file() for name in kept)
+    assert not any((tmp_path / name).exists() for name in removed)
