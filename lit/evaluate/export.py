@@ -24,8 +24,8 @@
   channel, uint8 activations, MinMax calibration on `calibration_images` training images
   of the run's own split). Dynamic quantisation was measured and rejected: it rewrites
   convolutions as ConvInteger with activations quantised at run time, which made digits
-  ResNets about 5x slower than float in ONNX Runtime (ResNet-32: 1.87 ms against 0.38 ms
-  at batch 1, one thread), where static QDQ was as fast or faster (0.23 ms) at equal test
+  ResNets about 5x slower than float in ONNX Runtime (ResNet-32: 1.72 ms against 0.37 ms
+  at batch 1, one thread), where static QDQ was as fast or faster (0.18 ms) at equal test
   accuracy (`benchmarks/onnx_quantisation.py`). Pre-processing the float model
   (`quant_pre_process`) made no difference there and is not done. The record carries
   the test accuracy of PyTorch, of the float ONNX model and of the int8 model on the
