@@ -15,6 +15,7 @@ verbs:
   evaluate      a run -> eval.json: test accuracy (classifiers) or FID, latency and sample
                 grid (generators), parameters, FLOPs
   speed         time every distinct architecture of some runs once, interleaved -> JSON
+  export        a run's model as ONNX (checked in ONNX Runtime; optionally int8) or TorchScript
   prepare-data  download and cache a config's data set (the only step that needs the network)
   show-config   print a config fully resolved, with its defaults and overrides
   plan          list every run a pipeline config (config/*.yaml) asks for, with its run id
@@ -66,7 +67,19 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--latency-runs", type=int, default=20, help="batch-1 calls per round")
     speed.add_argument("--throughput-batch", type=int, default=256)
     speed.add_argument("--threads", type=int, default=1, help="torch threads for every timing (default 1)")
+    speed.add_argument("--onnx", action="store_true",
+                       help="also time each architecture exported to ONNX in ONNX Runtime (onnxruntime-cpu; -cuda where present)")
     evaluate.add_argument("--fid-images", type=int, help="generators: test images translated for FID (default: evaluate.fid_images)")
+
+    export = verbs.add_parser("export", help="write a run's model as ONNX or TorchScript, checked against PyTorch")
+    export.add_argument("run_dir", type=Path, help="an evaluated run directory (eval.json records the input shape)")
+    export.add_argument("--format", choices=("onnx", "torchscript"), required=True)
+    export.add_argument("--output", type=Path, help="the file to write (default: RUN/exported/model.onnx or model.pt)")
+    export.add_argument("--which", choices=("best", "last"), default="best", help="the selected (best) or the last checkpoint")
+    export.add_argument("--quantize", choices=("int8",), help="onnx: static int8 quantisation, calibrated on training images")
+    export.add_argument("--tolerance", type=float, default=1e-4,
+                        help="largest absolute output difference from PyTorch accepted (default 1e-4, for fp32)")
+    export.add_argument("--calibration-images", type=int, default=256, help="--quantize: training images to calibrate on")
 
     prepare = verbs.add_parser("prepare-data", help="download and cache the data set a config names")
     _config_args(prepare)
@@ -154,12 +167,27 @@ def run(args: argparse.Namespace) -> None:
         from lit.evaluate.speed import write_speed
 
         result = write_speed(args.run_dirs, args.output, devices=args.devices, rounds=args.rounds,
-                             latency_runs=args.latency_runs, throughput_batch=args.throughput_batch, threads=args.threads)
+                             latency_runs=args.latency_runs, throughput_batch=args.throughput_batch, threads=args.threads,
+                             onnx=args.onnx)
         for architecture in result["architectures"]:
             cpu = architecture.get("cpu", {}).get("latency_ms_batch1", {})
+            onnx = architecture.get("onnxruntime-cpu", {}).get("latency_ms_batch1")
             print(f"{architecture['label']}: {len(architecture['runs'])} runs, CPU latency {cpu.get('median', float('nan')):.3f} ms "
-                  f"(min {cpu.get('min', float('nan')):.3f}, max {cpu.get('max', float('nan')):.3f})")
+                  f"(min {cpu.get('min', float('nan')):.3f}, max {cpu.get('max', float('nan')):.3f})"
+                  + (f", ONNX Runtime {onnx['median']:.3f} ms" if onnx else ""))
         print(f"-> {args.output}")
+    elif args.verb == "export":
+        from lit.evaluate.export import default_output, export_run
+
+        output = args.output or default_output(args.run_dir, args.format, args.which, args.quantize)
+        record = export_run(args.run_dir, args.format, output, args.which, args.quantize, args.tolerance,
+                            args.calibration_images)
+        line = f"{args.format}: max abs difference from PyTorch {record['max_abs_diff']:.2g}"
+        if "quantization" in record:
+            scores = record["quantization"]
+            line += (f"; test accuracy PyTorch {scores['test_acc_torch']:.4f}, ONNX fp32 {scores['test_acc_onnx_fp32']:.4f}, "
+                     f"int8 {scores['test_acc_onnx_int8']:.4f}")
+        print(f"{line} -> {output}, {output}.json")
     elif args.verb == "plan":
         from lit.plan import print_plan
 

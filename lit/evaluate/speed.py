@@ -11,15 +11,24 @@ rounds with the range (min, max) beside it: batch-1 latency (ms, the median of
 `latency_runs` calls per round) and throughput at `throughput_batch` (items/s), at a fixed
 thread count, on the CPU and, where present, the GPU. Runs of one architecture share one
 figure by construction.
+
+With `onnx=True` each architecture is also exported to ONNX (`lit.evaluate.export`) and
+timed in ONNX Runtime in the same interleaved rounds, right after its PyTorch timing on
+the same device and at the same thread count (`intra_op_num_threads`): the CPU execution
+provider under `onnxruntime-cpu`, the CUDA one under `onnxruntime-cuda` where ONNX Runtime
+has it and the GPU is timed (inputs and outputs bound on the GPU, as PyTorch's are).
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import statistics
+import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from torch import nn
@@ -83,13 +92,69 @@ def time_round(model: nn.Module, single: torch.Tensor, batch: torch.Tensor, devi
     return statistics.median(latencies), statistics.median(batch_times)
 
 
+def time_calls(single: Callable[[], object], batch: Callable[[], object], latency_runs: int,
+               batch_runs: int) -> tuple[float, float]:
+    """`time_round` for a runtime that returns when its work is done (ONNX Runtime)."""
+    latencies, batch_times = [], []
+    for _ in range(latency_runs):
+        start = time.perf_counter()
+        single()
+        latencies.append(time.perf_counter() - start)
+    for _ in range(batch_runs):
+        start = time.perf_counter()
+        batch()
+        batch_times.append(time.perf_counter() - start)
+    return statistics.median(latencies), statistics.median(batch_times)
+
+
+def export_architectures(groups: dict[str, dict[str, Any]], folder: Path) -> dict[str, dict[str, Any]]:
+    """Each architecture's model (on the CPU) exported to ONNX in `folder`: key -> its file
+    and the largest output difference from PyTorch on the export's comparison batch
+    (recorded, not checked: timing does not depend on it)."""
+    from lit.evaluate.export import check_onnx, comparison_batch, export_onnx, onnx_session
+
+    exported = {}
+    for index, (key, group) in enumerate(groups.items()):
+        model = group["model"].cpu().eval()
+        batch = comparison_batch(model, group["input_shape"], group["input_kind"])
+        path = folder / f"architecture{index}.onnx"
+        export_onnx(model, batch, path)
+        exported[key] = {"path": path, **check_onnx(model, onnx_session(path), batch, tolerance=float("inf"))}
+    return exported
+
+
+def onnx_runner(path: Path, device: torch.device, threads: int, single: torch.Tensor,
+                batch: torch.Tensor) -> tuple[Callable[[], object], Callable[[], object]] | None:
+    """(batch-1 call, batch call) of an ONNX Runtime session for `device`; None where ONNX
+    Runtime has no execution provider for it."""
+    import onnxruntime as ort
+
+    from lit.evaluate.export import INPUT_NAME, OUTPUT_NAME, onnx_session
+
+    if device.type == "cpu":
+        session = onnx_session(path, threads)
+        inputs = [{INPUT_NAME: x.cpu().numpy()} for x in (single, batch)]
+        return tuple(lambda feed=feed: session.run([OUTPUT_NAME], feed) for feed in inputs)  # type: ignore[return-value]
+    if device.type != "cuda" or "CUDAExecutionProvider" not in ort.get_available_providers():
+        return None
+    index = device.index if device.index is not None else torch.cuda.current_device()
+    session = onnx_session(path, threads, "CUDAExecutionProvider", {"device_id": index})
+    calls = []
+    for x in (single, batch):
+        binding = session.io_binding()  # input and output stay on the GPU, as PyTorch's do
+        binding.bind_ortvalue_input(INPUT_NAME, ort.OrtValue.ortvalue_from_numpy(x.cpu().numpy(), "cuda", index))
+        binding.bind_output(OUTPUT_NAME, "cuda", index)
+        calls.append(lambda binding=binding: session.run_with_iobinding(binding))
+    return calls[0], calls[1]
+
+
 def summarise(values: list[float]) -> dict[str, float]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values)}
 
 
 def measure_architectures(run_dirs: list[str | Path], devices: list[str] | None = None, rounds: int = 5,
                           latency_runs: int = 20, throughput_batch: int = 256, batch_runs: int = 3,
-                          threads: int = 1) -> dict[str, Any]:
+                          threads: int = 1, onnx: bool = False) -> dict[str, Any]:
     """Time every distinct architecture of `run_dirs` (see the module docstring)."""
     if rounds < 1 or latency_runs < 1 or throughput_batch < 1 or batch_runs < 1:
         raise ValueError("rounds, latency_runs, throughput_batch and batch_runs must be positive")
@@ -98,33 +163,51 @@ def measure_architectures(run_dirs: list[str | Path], devices: list[str] | None 
     groups = group_runs(run_dirs)
     devices = devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
     timings: dict[str, dict[str, Any]] = {key: {} for key in groups}
-    with torch.no_grad():
+    with contextlib.ExitStack() as stack, torch.no_grad():
+        exported = {}
+        if onnx:  # files that live while they are timed
+            exported = export_architectures(groups, Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="lit-onnx-"))))
         for name in devices:
             device = torch.device(name)
-            inputs = {}
+            # per architecture, per engine ("cpu": PyTorch, "onnxruntime-cpu", ...): one round's timing
+            runners: dict[str, dict[str, Callable[..., tuple[float, float]]]] = {}
             for key, group in groups.items():
-                group["model"].to(device).eval()
+                model = group["model"].to(device).eval()
                 single = example_batch(group["input_shape"], group["input_kind"], 1).to(device)
                 batch = example_batch(group["input_shape"], group["input_kind"], throughput_batch).to(device)
-                inputs[key] = (single, batch)
-                time_round(group["model"], single, batch, device, latency_runs=3, batch_runs=1)  # warm-up
-            measured: dict[str, tuple[list[float], list[float]]] = {key: ([], []) for key in groups}
-            for _ in range(rounds):
-                for key, group in groups.items():  # interleaved: every architecture in every round
-                    latency, batch_time = time_round(group["model"], *inputs[key], device, latency_runs, batch_runs)
-                    measured[key][0].append(latency * 1e3)
-                    measured[key][1].append(throughput_batch / batch_time)
-            for key, (latencies, throughputs) in measured.items():
-                timings[key][device.type] = {"latency_ms_batch1": summarise(latencies),
-                                             f"throughput_per_s_batch{throughput_batch}": summarise(throughputs)}
-    return {
+                runners[key] = {device.type: functools.partial(time_round, model, single, batch, device)}
+                calls = onnx_runner(exported[key]["path"], device, threads, single, batch) if key in exported else None
+                if calls is not None:
+                    runners[key][f"onnxruntime-{device.type}"] = functools.partial(time_calls, *calls)
+            measured: dict[str, dict[str, tuple[list[float], list[float]]]] = {
+                key: {label: ([], []) for label in engines} for key, engines in runners.items()}
+            for repeat in range(rounds + 1):  # a warm-up round, then the timed ones
+                for key, engines in runners.items():  # interleaved: every architecture in every round
+                    for label, timed_round in engines.items():
+                        if not repeat:
+                            timed_round(latency_runs=3, batch_runs=1)
+                            continue
+                        latency, batch_time = timed_round(latency_runs=latency_runs, batch_runs=batch_runs)
+                        measured[key][label][0].append(latency * 1e3)
+                        measured[key][label][1].append(throughput_batch / batch_time)
+            for key, engines in measured.items():
+                for label, (latencies, throughputs) in engines.items():
+                    timings[key][label] = {"latency_ms_batch1": summarise(latencies),
+                                           f"throughput_per_s_batch{throughput_batch}": summarise(throughputs)}
+    result = {
         "rounds": rounds, "latency_runs": latency_runs, "throughput_batch": throughput_batch, "threads": threads,
         "architectures": [
-            {"label": architecture_label(group["spec"]), "spec": group["spec"], "runs": group["runs"], **timings[key]}
+            {"label": architecture_label(group["spec"]), "spec": group["spec"], "runs": group["runs"], **timings[key],
+             **({"onnx_max_abs_diff": exported[key]["max_abs_diff"]} if key in exported else {})}
             for key, group in groups.items()
         ],
         "provenance": provenance(devices[-1], started=started, finished=now()),
     }
+    if onnx:
+        from lit.evaluate.export import EXPORTER, OPSET, versions
+
+        result["onnx"] = {"opset": OPSET, "exporter": EXPORTER, "intra_op_num_threads": threads, **versions()}
+    return result
 
 
 def write_speed(run_dirs: list[str | Path], output: str | Path, **options: Any) -> dict[str, Any]:

@@ -35,7 +35,7 @@ COLUMNS = [
     "test_acc_selected", "test_acc_last", "test_acc_oracle", "val_acc_selected", "val_acc_last",
     "selected_epoch", "last_epoch", "oracle_epoch",
     "params", "flops", "macs", "latency_ms_cpu", "throughput_cpu", "latency_ms_cuda", "throughput_cuda",
-    "fid", "epochs", "iterations", "train_seconds", "train_cpu_seconds", "train_peak_rss_mb", "commit", "device_name",
+    "latency_ms_onnx_cpu", "fid", "epochs", "iterations", "train_seconds", "train_cpu_seconds", "train_peak_rss_mb", "commit", "device_name",
     "run_dir",
 ]
 TEXT_COLUMNS = ["experiment", "run_id", "role", "method", "family", "data", "data_options", "selection", "teacher_run",
@@ -48,6 +48,8 @@ NO_TEACHER_METHODS = {"scratch", "stargan"}  # methods that learn from labels al
 # a distillation method not listed here keeps all three, since which it uses is unknown.
 METHOD_WEIGHTS = {"scratch": (), "stargan": (), "gan_lit": (), "kd": ("hard_weight", "temperature"), "at": (), "dkd": (), "reviewkd": ()}
 WEIGHT_NAMES = ("hard_weight", "temperature", "kd_weight")
+# the timings of a speed-stage file: PyTorch per device, ONNX Runtime per execution provider (`lit speed --onnx`)
+SPEED_ENGINES = ("cpu", "cuda", "onnxruntime-cpu", "onnxruntime-cuda")
 
 
 def aggregate_runs(run_dirs: Iterable[str | Path], output: str | Path | None = None, experiment: str | None = None,
@@ -83,7 +85,7 @@ def read_speed_files(paths: Iterable[str | Path]) -> dict[str, dict[str, Any]]:
     for path in map(Path, paths):
         for architecture in read_json_file(path).get("architectures", []):
             medians = {device: {name: value["median"] for name, value in figures.items()}
-                       for device, figures in architecture.items() if device in ("cpu", "cuda")}
+                       for device, figures in architecture.items() if device in SPEED_ENGINES}
             for run in architecture.get("runs", []):
                 timings[str(Path(run).resolve())] = medians
     return timings
@@ -191,9 +193,10 @@ def accuracy_fields(evaluation: dict[str, Any]) -> dict[str, Any]:
 
 def cost_fields(evaluation: dict[str, Any], timing: dict[str, Any] | None = None) -> dict[str, Any]:
     """Parameters and FLOPs from a run's eval.json; speed from its architecture's timing
-    where the speed stage measured it, else from eval.json."""
+    where the speed stage measured it, else from eval.json (ONNX Runtime's CPU latency only
+    from a speed stage run with `--onnx`)."""
     speed = timing if timing is not None else evaluation.get("speed") or {}
-    cpu, cuda = speed.get("cpu") or {}, speed.get("cuda") or {}
+    cpu, cuda, onnx_cpu = speed.get("cpu") or {}, speed.get("cuda") or {}, speed.get("onnxruntime-cpu") or {}
     return {
         "params": evaluation.get("params"),
         "flops": evaluation.get("flops"),
@@ -202,6 +205,7 @@ def cost_fields(evaluation: dict[str, Any], timing: dict[str, Any] | None = None
         "throughput_cpu": first_matching(cpu, "throughput_per_s"),
         "latency_ms_cuda": cuda.get("latency_ms_batch1"),
         "throughput_cuda": first_matching(cuda, "throughput_per_s"),
+        "latency_ms_onnx_cpu": onnx_cpu.get("latency_ms_batch1"),
     }
 
 

@@ -28,7 +28,7 @@ SUMMARY_COLUMNS = [
     "role", "method", "family", "depth", "n_seeds", "test_acc_mean", "test_acc_std", "test_acc_last_mean", "test_acc_last_std",
     "test_acc_oracle_mean", "test_acc_oracle_std", "published", "val_acc_mean", "val_acc_std",
     "params", "flops_m", "latency_ms_cpu", "throughput_cpu", "latency_ms_cuda", "throughput_cuda",
-    "speedup_vs_teacher", "compression_by_depth", "compression_by_params", "compression_by_flops",
+    "latency_ms_onnx_cpu", "speedup_vs_teacher", "compression_by_depth", "compression_by_params", "compression_by_flops",
     "train_minutes", "train_cpu_minutes", "train_cost_vs_kd", "train_peak_rss_mb", *WEIGHT_NAMES, "protocol",
 ]
 FID_COLUMNS = [
@@ -92,6 +92,7 @@ def configurations(runs: pd.DataFrame) -> pd.DataFrame:
         params=("params", "mean"), flops=("flops", "mean"),
         latency_ms_cpu=("latency_ms_cpu", "median"), throughput_cpu=("throughput_cpu", "median"),
         latency_ms_cuda=("latency_ms_cuda", "median"), throughput_cuda=("throughput_cuda", "median"),
+        latency_ms_onnx_cpu=("latency_ms_onnx_cpu", "median"),
         train_seconds=("train_seconds", "mean"), train_cpu_seconds=("train_cpu_seconds", "mean"),
         train_peak_rss_mb=("train_peak_rss_mb", "max"),
         run_ids=("run_id", lambda ids: " ".join(sorted(ids))),

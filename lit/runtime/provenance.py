@@ -19,7 +19,7 @@ import torch
 
 from lit import __version__
 
-KEY_PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "torch-pruning", "snakemake")
+KEY_PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "torch-pruning", "onnx", "onnxruntime", "snakemake")
 SOURCE = Path(__file__).resolve().parents[2]  # the checkout `lit` is imported from
 
 

@@ -42,6 +42,9 @@ PUBLISHED_DIGEST = (
     if PUBLISHED
     else ""
 )
+# `evaluate.onnx: true`: the speed stage also times every architecture in ONNX Runtime
+# (`lit speed --onnx`); off (the default), the speed rule's command is the one it was
+ONNX_SPEED_FLAG = " --onnx" if config.get("evaluate", {}).get("onnx", False) else ""
 
 
 def experiments_of_kind(kind):

@@ -54,7 +54,8 @@ rule evaluate:
 # Every distinct architecture of a classifier experiment timed once, in one process, in
 # interleaved rounds, while nothing else runs: the job holds every core of the workflow
 # (on a cluster the profile asks for a whole node). Students of one architecture share
-# one speed figure by construction.
+# one speed figure by construction. With `evaluate.onnx: true` each architecture is also
+# exported to ONNX and timed in ONNX Runtime in the same rounds.
 rule speed:
     input:
         evaluations=experiment_evaluations,
@@ -73,7 +74,7 @@ rule speed:
         latency_runs=config.get("evaluate", {}).get("latency_runs", 20),
     shell:
         "lit speed {params.run_dirs} --output {output} --threads 1 --rounds {params.rounds} "
-        "--latency-runs {params.latency_runs} > {log} 2>&1"
+        "--latency-runs {params.latency_runs}" + ONNX_SPEED_FLAG + " > {log} 2>&1"
 
 
 rule evaluate_generator:
