@@ -101,9 +101,7 @@ def option_error(option: str, message: str) -> ValueError:
 
 
 def positive_int(option: str, value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise option_error(option, f"must be a positive integer, got {value!r}")
-    return value
+    return torchvision_weights.positive_int(FAMILY, option, value)
 
 
 def resolve_architecture(

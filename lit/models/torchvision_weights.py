@@ -26,6 +26,13 @@ def option_error(family: str, option: str, message: str) -> ValueError:
     return ValueError(f"{family} option {option!r} {message}")
 
 
+def positive_int(family: str, option: str, value: Any) -> int:
+    """`value` if it is a positive integer (not a bool), else an error naming the option."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise option_error(family, option, f"must be a positive integer, got {value!r}")
+    return value
+
+
 def is_weights_file(weights: str) -> bool:
     """A `.pth`/`.pt` name or any path is a file; anything else names torchvision weights."""
     return weights.endswith((".pth", ".pt")) or "/" in weights or "\\" in weights
