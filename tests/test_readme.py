@@ -26,12 +26,11 @@ def bash_block(heading: str) -> list[str]:
     return [line for line in lines if line and not line.startswith("#")]
 
 
-def readme_line(prefix: str) -> str:
-    """The one command line of the README that starts with `prefix`."""
+def readme_line(command: str) -> str:
+    """`command`, checked to be a command line of the README (its comment dropped)."""
     lines = [line.split("  #")[0].strip() for line in (ROOT / "README.md").read_text().splitlines()]
-    found = [line for line in lines if line.startswith(prefix)]
-    assert len(found) == 1, f"the README should show one `{prefix}` line, it shows {found}"
-    return found[0]
+    assert command in lines, f"the README no longer shows `{command}`"
+    return command
 
 
 def run(line: str, cwd: Path) -> str:
@@ -52,6 +51,6 @@ def test_the_quick_start_then_lit_plan_and_lit_speed_work_verbatim(tmp_path):
     assert (tmp_path / "runs" / "kd8" / "checkpoints" / "best.pt").is_file()
     planned = run(readme_line("lit plan config/config.yaml"), tmp_path)
     assert "digits-resnet" in planned and "teacher-resnet32" in planned
-    run(readme_line("lit speed runs/teacher runs/lit8"), tmp_path)
+    run(readme_line("lit speed runs/teacher runs/lit8 --output speed.json"), tmp_path)
     speed = json.loads((tmp_path / "speed.json").read_text())
     assert sorted(a["label"] for a in speed["architectures"]) == ["resnet56", "resnet8"]

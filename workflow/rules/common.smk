@@ -42,8 +42,21 @@ PUBLISHED_DIGEST = (
     if PUBLISHED
     else ""
 )
+
+
 # `evaluate.onnx: true`: the speed stage also times every architecture in ONNX Runtime
 # (`lit speed --onnx`); off (the default), the speed rule's command is the one it was
+def exclusive_threads():
+    """Every core of the workflow where it has a number of them (a local run: the speed
+    job then runs alone), else 1 (a cluster, whose profile asks for a node of its own).
+    """
+    try:
+        return workflow.cores
+    except WorkflowError:
+        return 1
+
+
+EXCLUSIVE_THREADS = exclusive_threads()
 ONNX_SPEED_FLAG = " --onnx" if config.get("evaluate", {}).get("onnx", False) else ""
 
 

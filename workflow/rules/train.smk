@@ -67,14 +67,15 @@ rule speed:
         exp=CLASSIFIER_EXPERIMENTS,
     conda:
         "../envs/lit.yaml"
-    threads: workflow.cores
+    threads: EXCLUSIVE_THREADS
     params:
         run_dirs=evaluated_run_dirs,
         rounds=config.get("evaluate", {}).get("speed_rounds", 5),
         latency_runs=config.get("evaluate", {}).get("latency_runs", 20),
+        onnx=ONNX_SPEED_FLAG,
     shell:
         "lit speed {params.run_dirs} --output {output} --threads 1 --rounds {params.rounds} "
-        "--latency-runs {params.latency_runs}" + ONNX_SPEED_FLAG + " > {log} 2>&1"
+        "--latency-runs {params.latency_runs}{params.onnx} > {log} 2>&1"
 
 
 rule evaluate_generator:
