@@ -53,4 +53,4 @@ def test_the_quick_start_then_lit_plan_and_lit_speed_work_verbatim(tmp_path):
     assert "digits-resnet" in planned and "teacher-resnet32" in planned
     run(readme_line("lit speed runs/teacher runs/lit8 --output speed.json"), tmp_path)
     speed = json.loads((tmp_path / "speed.json").read_text())
-    assert sorted(a["label"] for a in speed["architectures"]) == ["resnet56", "resnet8"]
+    assert sorted(a["label"] for a in speed["architectures"]) == ["resnet20", "resnet8"]
