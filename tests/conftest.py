@@ -49,3 +49,19 @@ def digits_teacher(tmp_path_factory) -> Path:
     )
     train(cfg, run_dir)
     return run_dir
+
+
+def randomise_batch_norms(model, input_shape: tuple[int, ...]) -> None:
+    """Non-trivial batch-norm scales, shifts and running statistics (a few training-mode
+    forwards of shifted noise), so that tests see more than the initial identity norms."""
+    import torch
+    from torch import nn
+
+    with torch.no_grad():
+        for module in model.modules():
+            if isinstance(module, nn.BatchNorm2d):
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+        model.train()
+        for _ in range(3):
+            model(torch.randn(16, *input_shape) * 1.5 + 0.3)

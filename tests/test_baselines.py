@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import digits_config
+from conftest import digits_config, randomise_batch_norms
 from lit.config import ConfigError, MethodConfig
 from lit.engine.runconfig import config_hash, load_run_config
 from lit.methods import METHODS
@@ -29,14 +29,7 @@ def tiny_models(seed: int = 0, student_widths=(16, 32, 64)) -> tuple[nn.Module, 
     torch.manual_seed(seed)
     teacher = build_model("resnet", 14, in_channels=3, num_classes=10)
     student = build_model("resnet", 8, in_channels=3, num_classes=10, widths=list(student_widths))
-    with torch.no_grad():
-        for module in teacher.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-        teacher.train()
-        for _ in range(3):
-            teacher(torch.randn(16, 3, 16, 16) * 1.5 + 0.3)
+    randomise_batch_norms(teacher, (3, 16, 16))
     teacher.eval()
     student.train()
     return teacher, student

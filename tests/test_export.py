@@ -5,9 +5,7 @@ whose ONNX Runtime timings reach the tables."""
 
 from __future__ import annotations
 
-import csv
 import json
-import random
 import shutil
 from pathlib import Path
 
@@ -18,6 +16,7 @@ import pytest
 import torch
 
 import lit.evaluate.export as export_module
+from test_text_pipeline import write_reviews
 from conftest import digits_config
 from lit.cli import main
 from lit.engine.runconfig import load_run_config
@@ -51,18 +50,6 @@ def runs(tmp_path_factory) -> dict[str, Path]:
         "student": trained(root / "scratch-resnet8-s0", *QUICK, "model.depth=8"),
         "pruned": trained(root / "slimming-resnet8-s0", *SLIMMING),
     }
-
-
-def write_reviews(path: Path, count: int, seed: int) -> None:
-    """`count` rows "label,text": a word that carries the label among neutral ones."""
-    rng = random.Random(seed)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="", encoding="utf-8") as stream:
-        writer = csv.writer(stream)
-        for index in range(count):
-            words = [rng.choice(["the", "film", "plot", "it", "was"]) for _ in range(4)]
-            words.insert(rng.randrange(5), rng.choice(["awful", "dull"] if index % 2 == 0 else ["great", "superb"]))
-            writer.writerow([index % 2, " ".join(words)])
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from conftest import digits_config
+from conftest import digits_config, randomise_batch_norms
 from lit.config import MethodConfig
 from lit.models.io import load_model
 from lit.methods import METHODS
@@ -110,14 +110,7 @@ def tiny_pair(seed: int = 0) -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(seed)
     teacher = build_model("resnet", 14, in_channels=1, num_classes=10)
     student = build_model("resnet", 8, in_channels=1, num_classes=10)
-    with torch.no_grad():
-        for module in teacher.modules():
-            if isinstance(module, nn.BatchNorm2d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-        teacher.train()
-        for _ in range(3):
-            teacher(torch.randn(16, 1, 8, 8) * 1.5 + 0.3)
+    randomise_batch_norms(teacher, (1, 8, 8))
     return teacher, student
 
 
