@@ -40,14 +40,14 @@ def evaluate_run(run_dir: str | Path, devices: list[str] | None = None, latency_
     result: dict[str, Any] = {"config": cfg.to_dict()}
     if (run_dir / "summary.json").exists():
         result["train"] = read_json(run_dir / "summary.json")
-    selected, _ = load_model(run_dir, "best")
-    if getattr(selected, "task", "classify") == "translate":
+    selected = load_model(run_dir, "best")  # on the CPU: its task decides how the run is scored
+    if getattr(selected[0], "task", "classify") == "translate":
         device = devices[0] if devices else None
         result.update(evaluate_generator(run_dir, cfg, device, fid_images, latency_runs=latency_runs))
         scored_on = resolve_device(device or cfg.train.device)
     else:
         scored_on = torch.device("cpu")
-        result.update(evaluate_classifier(run_dir, cfg))
+        result.update(evaluate_classifier(run_dir, cfg, selected))
         result.update(protocol_fields(cfg, result.get("train") or {}))
     # accuracy (FID) is scored in fp32 on `scored_on`; speed on every device in result["speed"]
     result["provenance"] = provenance(scored_on, precision="float32", started=started, finished=now())
@@ -64,14 +64,16 @@ def protocol_fields(cfg: RunConfig, summary: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def evaluate_classifier(run_dir: Path, cfg: RunConfig) -> dict[str, Any]:
+def evaluate_classifier(run_dir: Path, cfg: RunConfig, selected: tuple[torch.nn.Module, dict[str, Any]]) -> dict[str, Any]:
+    """Accuracy of the selected (`selected`: best.pt, already loaded) and the last model,
+    and the selected model's costs."""
     data = load_data(cfg.data)
     cpu = torch.device("cpu")
     result: dict[str, Any] = {}
     test_batches = Batches(data.test, data, cfg.train.eval_batch_size)
     models = {}
     for which, label in (("best", "selected"), ("last", "last")):
-        models[which], state = load_model(run_dir, which, cpu)
+        models[which], state = selected if which == "best" else load_model(run_dir, which, cpu)
         result[f"test_acc_{label}"], _ = accuracy(models[which], test_batches, cpu)
         result[f"{label}_epoch"] = state.get("epoch")
         result[f"val_acc_{label}"] = state.get("val_acc")
