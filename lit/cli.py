@@ -43,6 +43,12 @@ def build_parser() -> argparse.ArgumentParser:
     _config_args(train)
     train.add_argument("--run-dir", type=Path, required=True, help="where the run's files go")
     train.add_argument("--resume", action="store_true", help="continue the run directory's training state if it has one")
+    train.add_argument("--device-slots", type=int, metavar="K",
+                       help="share this machine's GPUs: take one of K slots per GPU (waits while all are held) and train there "
+                            "(default: $LIT_DEVICE_SLOTS, which the gpu workflow profile sets)")
+    train.add_argument("--processes", type=int, metavar="N",
+                       help="data-parallel over N processes, one GPU each (or N CPU processes): runs this command "
+                            "under `torchrun --standalone --nproc-per-node N` (default: $LIT_TRAIN_PROCESSES, else 1)")
 
     tune = verbs.add_parser("tune", help="tune tau, alpha and beta on validation accuracy (never the test split)")
     _config_args(tune)
@@ -135,10 +141,17 @@ def run(args: argparse.Namespace) -> None:
 
                 write_json(args.output, sizes)
             print(f"{cfg.data.name}: {sizes['train']} train, {sizes['val']} validation, {sizes['test']} test")
+        elif data_parallel_processes(args) > 1:
+            raise SystemExit(launch_data_parallel(data_parallel_processes(args), args.argv))
         else:
             from lit.engine.trainer import train
+            from lit.runtime.slots import slots_from_environment, take_training_slot
 
-            summary = train(cfg, args.run_dir, resume=args.resume)
+            slots = args.device_slots if args.device_slots is not None else slots_from_environment()
+            slot = None if slots is None else take_training_slot(slots, cfg.train.device, args.run_dir)
+            summary = train(cfg, args.run_dir, resume=args.resume, device_slot=slot)
+            if summary.get("rank"):  # a data-parallel run's other ranks: rank 0 reports
+                return
             if summary["best_val_acc"] is None:
                 print(f"done: {summary['iterations'] or summary['epochs']} {'iterations' if summary['iterations'] else 'epochs'} -> {args.run_dir}")
             else:
@@ -212,12 +225,39 @@ def run(args: argparse.Namespace) -> None:
             print(path)
 
 
+def data_parallel_processes(args: argparse.Namespace) -> int:
+    """How many processes `lit train` should run over: 1 inside torchrun (it started them)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        return 1
+    value = args.processes if args.processes is not None else os.environ.get("LIT_TRAIN_PROCESSES", "1")
+    try:
+        processes = int(value)
+    except ValueError:
+        processes = 0
+    if processes < 1:
+        source = "--processes" if args.processes is not None else "LIT_TRAIN_PROCESSES"
+        raise ValueError(f"{source} must be a whole number >= 1, got {value!r}")
+    return processes
+
+
+def launch_data_parallel(processes: int, argv: list[str]) -> int:
+    """This same `lit train` command under torchrun, one process per rank (on one machine)."""
+    import subprocess
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", str(processes),
+               "-m", "lit", *argv]
+    print(f"lit: data-parallel over {processes} processes: torchrun --standalone --nproc-per-node {processes} "
+          f"-m lit {' '.join(argv)}", file=sys.stderr, flush=True)
+    return subprocess.call(command)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv and argv[0] in RETIRED_VERBS:
         print(f"lit: '{argv[0]}' is retired: GAN runs use the common verbs; use `{RETIRED_VERBS[argv[0]]}`", file=sys.stderr)
         return 2
     args = build_parser().parse_args(argv)
+    args.argv = list(argv)
     from lit.config import ConfigError
     from lit.runtime.checkpoint import CheckpointError
 

@@ -1,4 +1,5 @@
-"""The pipeline on a real SLURM cluster (`.ci/run` starts a single-node one): real job ids."""
+"""The pipeline on a real SLURM cluster (`.ci/run` starts a single-node one): real job ids,
+a run's training and evaluation submitted as one grouped job."""
 
 from __future__ import annotations
 
@@ -34,9 +35,14 @@ def test_demo_through_the_slurm_profile_gets_real_job_ids(tmp_path, monkeypatch)
                        profile=ROOT / "workflow" / "profiles" / "slurm", timeout=900)
     output = result.stdout + result.stderr
     job_ids = [int(j) for j in re.findall(r"submitted with SLURM jobid (\d+)", output)]
-    # 2 trainings, 2 evaluations and the speed stage (a node of its own); data and report jobs run locally
-    assert len(job_ids) == 5, output[-3000:]
-    assert len(set(job_ids)) == 5 and min(job_ids) > 0
+    # one job a run (its training and evaluation grouped) and the speed stage (a node of its
+    # own); data and report jobs run locally
+    assert len(job_ids) == 3, output[-3000:]
+    assert len(set(job_ids)) == 3 and min(job_ids) > 0
+    groups = re.findall(r"Group job (run-tiny-\S+) ", output)
+    assert sorted(group.split("-")[2] for group in groups) == ["lit", "teacher"], output[-3000:]
+    for stage in ("train", "evaluate"):  # every job's resource use, kept (benchmark: files)
+        assert len(list((tmp_path / "results" / "benchmarks" / "tiny" / stage).glob("*.tsv"))) == 2, stage
     # SLURM knows the jobs (finished ones stay visible for MinJobAge, 300 s by default)
     known = subprocess.run(["scontrol", "show", "job", str(job_ids[-1])], capture_output=True, text=True)
     assert f"JobId={job_ids[-1]}" in known.stdout and "COMPLETED" in known.stdout, known.stdout + known.stderr

@@ -1,5 +1,6 @@
 """The README's commands, run verbatim as a new user would after `make run`'s set-up: the
-quick start of the command line, then the pipeline section's `lit plan` and `lit speed`.
+quick start of the command line, then the pipeline section's `lit plan` and `lit speed`, and
+its data-parallel `torchrun` line.
 (The DVC block has its own test, tests/test_dvc.py; `make run` and `make test` are what CI
 runs; the SLURM and GPU commands need their machines.)"""
 
@@ -54,3 +55,8 @@ def test_the_quick_start_then_lit_plan_and_lit_speed_work_verbatim(tmp_path):
     run(readme_line("lit speed runs/teacher runs/lit8 --output speed.json"), tmp_path)
     speed = json.loads((tmp_path / "speed.json").read_text())
     assert sorted(a["label"] for a in speed["architectures"]) == ["resnet20", "resnet8"]
+    run(readme_line("torchrun --standalone --nproc-per-node 2 --no-python lit train config/runs/digits-student.yaml "
+                    "method.name=scratch train.phases.train.epochs=2 train.phases.train.milestones=[] --run-dir runs/scratch8-ddp"),
+        tmp_path)
+    summary = json.loads((tmp_path / "runs" / "scratch8-ddp" / "summary.json").read_text())
+    assert summary["processes"] == 2 and summary["epochs"] == 2

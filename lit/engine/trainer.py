@@ -36,6 +36,7 @@ from lit.models import build_model
 from lit.models.io import load_model, model_spec, save_model, unwrap
 from lit.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from lit.runtime.device import autocast, compile_mode, compile_sectioned, resolve_device, resolve_precision
+from lit.runtime.distributed import Group, join, leave
 from lit.runtime.files import atomic_write_text
 from lit.runtime.provenance import now, provenance
 from lit.runtime.runlog import MetricsLog, write_json
@@ -79,8 +80,14 @@ class Meter:
             self.correct += (update.logits.argmax(1) == labels).sum()
             self.classified += len(labels)
 
-    def record(self, phase: str, lrs: dict[str, float]) -> dict[str, Any]:
+    def record(self, phase: str, lrs: dict[str, float], group: Group = Group()) -> dict[str, Any]:
+        """The interval's means; in a data-parallel run over every rank's slices (each loss
+        term the mean of the ranks' means, accuracy and images over all of them)."""
         seconds = time.perf_counter() - self.started
+        if group.active:
+            self.sums = {name: group.average(total) for name, total in self.sums.items()}
+            counts = group.total(torch.tensor([self.correct.item(), self.classified, self.images], dtype=torch.float64))
+            self.correct, self.classified, self.images = counts[0], int(counts[1]), int(counts[2])
         record: dict[str, Any] = {f"loss_{name}": (total / self.counts[name]).item() for name, total in self.sums.items()}
         first, *others = lrs
         record.update(phase=phase, lr=lrs[first], **{f"lr_{group}": lrs[group] for group in others})
@@ -133,16 +140,22 @@ def load_teacher_extras(teacher: str) -> dict[str, Any] | None:
 
 
 class Trainer:
-    def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> None:
+    def __init__(self, cfg: RunConfig, run_dir: str | Path, resume: bool = False,
+                 device_slot: dict[str, Any] | None = None) -> None:
         cfg = check_run_config(apply_tuned(cfg))  # tuned tau, alpha, beta first: config.yaml records the values used
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        self.device_slot = device_slot  # `lit train --device-slots`: the slot this session holds (summary.json)
         self.state_path = self.run_dir / "checkpoints" / "state.pt"
         self.resuming = self.check_run_dir(resume)
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.seed)
-        self.device = resolve_device(cfg.train.device)
+        # one process, or one rank of a data-parallel run under torchrun (its own GPU)
+        self.group, device_name = join(cfg.train.device)
+        if cfg.train.batch_size < self.group.world_size:
+            raise ConfigError(f"config key 'train.batch_size': {cfg.train.batch_size} cannot be split over {self.group.world_size} processes")
+        self.device = resolve_device(device_name)
         self.dtype = resolve_precision(cfg.train, self.device)
         self.data = load_data(cfg.data)
         method_class = METHODS.get(cfg.method.name)
@@ -168,6 +181,8 @@ class Trainer:
         for module in (self.student, teacher, self.method.extra_modules()):
             if module is not None:
                 module.to(self.device, memory_format=self.memory_format)
+        for module in (self.student, self.method.extra_modules()):  # every rank starts from rank 0's weights
+            self.group.broadcast(module)
         if cfg.train.compile:
             for model in (self.student, teacher):
                 if model is not None:
@@ -196,8 +211,9 @@ class Trainer:
         self.cost_mark = (time.perf_counter(), time.process_time())
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
         # written only now: a config that cannot build its data or models leaves no run directory
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
+        if self.group.is_main:  # in a data-parallel run rank 0 writes every file
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            atomic_write_text(self.run_dir / "config.yaml", dump_config(cfg))
 
     # ------------------------------------------------------------ run directory and state
 
@@ -247,7 +263,8 @@ class Trainer:
         self.loader_rng.set_state(state["loader_rng"])
         if self.stream is not None and state["stream"] is not None:
             self.stream.load_state_dict(state["stream"])
-        self.log.truncate_after(epoch=self.progress.epoch, iteration=self.progress.iteration)
+        if self.group.is_main:
+            self.log.truncate_after(epoch=self.progress.epoch, iteration=self.progress.iteration)
         return state
 
     def reshape_student(self, phase: str) -> None:
@@ -279,7 +296,7 @@ class Trainer:
 
     def run(self) -> dict[str, Any]:
         saved = self.restore_state() if self.resuming else None
-        if not self.resuming:  # a fresh run starts a fresh log (a killed first epoch may have left one)
+        if not self.resuming and self.group.is_main:  # a fresh run starts a fresh log (a killed first epoch may have left one)
             self.log.path.unlink(missing_ok=True)
         started, self.started_at = time.perf_counter(), now()
         for phase_index in range(self.progress.phase_index, len(self.phases)):
@@ -324,7 +341,11 @@ class Trainer:
 
     def train_step(self, step: Step, inputs: torch.Tensor, labels: torch.Tensor, meter: Meter, check: bool) -> None:
         """The method's updates of one batch, each applied before the next is computed
-        (a generator step sees the discriminator this batch already moved)."""
+        (a generator step sees the discriminator this batch already moved). In a
+        data-parallel run each rank computes its slice of the batch, and the gradients of
+        every update are the whole batch's before its optimiser steps."""
+        total = len(labels)
+        inputs, labels = self.group.shard(inputs), self.group.shard(labels)
         updates = self.method.updates(step, inputs, labels)
         while True:
             with autocast(self.device, self.dtype):
@@ -335,6 +356,8 @@ class Trainer:
             optimizer = self.optimizers[update.group]
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            parameters = [p for group in optimizer.param_groups for p in group["params"]]
+            loss = self.group.average_gradients(parameters, len(labels), total, loss)
             optimizer.step()
             meter.add(update, labels)
             if check:
@@ -349,7 +372,7 @@ class Trainer:
             lrs = self.set_learning_rates(settings, epoch, index, steps)
             step = Step(phase, epoch * steps + index, (epoch + index / steps) / max(settings.epochs, 1), self.loader_rng)
             self.train_step(step, inputs, labels, meter, self.should_check(index, steps))
-        return {**meter.record(phase, lrs), "phase_epoch": epoch + 1}
+        return {**meter.record(phase, lrs, self.group), "phase_epoch": epoch + 1}
 
     def train_iterations(self, phase: str, settings: PhaseConfig) -> None:
         """Iterations until the phase ends, a record every `log_every`, validation and a
@@ -365,11 +388,11 @@ class Trainer:
             done = index + 1
             checkpoint = done % train.checkpoint_every == 0 or done == total
             if done % train.log_every == 0 or checkpoint:
-                record = {**meter.record(phase, lrs), "phase_iteration": done, "iteration": progress.iteration}
+                record = {**meter.record(phase, lrs, self.group), "phase_iteration": done, "iteration": progress.iteration}
                 meter = Meter(self.device)
                 if checkpoint:
                     self.end_interval(record)
-                else:
+                elif self.group.is_main:
                     self.log.append(record)
 
     def should_check(self, index: int, steps: int) -> bool:
@@ -409,20 +432,28 @@ class Trainer:
         record and the state."""
         progress, checkpoints = self.progress, self.run_dir / "checkpoints"
         position = {"epoch": record.get("epoch", progress.epoch), "iteration": progress.iteration}
+        # a data-parallel run: rank 0's batch-norm statistics on every rank, so that all ranks
+        # validate, select and go on with one model
+        for module in (self.student, self.method.extra_modules()):
+            self.group.broadcast(module)
         if self.method.selects_on_validation and len(self.data.val) > 0:
             val_acc, val_loss = accuracy(self.student, self.val_batches, self.device, self.dtype)
             record.update(val_acc=val_acc, val_loss=val_loss)
+        saves = []
         if self.selects_best_on_validation:
             if record["val_acc"] > progress.best_val_acc:
                 progress.best_val_acc, progress.best_epoch = record["val_acc"], progress.epoch
-                save_model(self.student, self.spec, checkpoints / "best.pt", val_acc=record["val_acc"], **position)
+                saves.append("best.pt")
         else:  # selection `last`, or nothing to select on (a generator): the model so far is the one to use
             progress.best_epoch = progress.epoch
-            save_model(self.student, self.spec, checkpoints / "best.pt", val_acc=record.get("val_acc"), **position)
-        save_model(self.student, self.spec, checkpoints / "last.pt", val_acc=record.get("val_acc"), **position)
+            saves.append("best.pt")
         if self.test_batches is not None:
             # in fp32, as `lit evaluate` scores best.pt and last.pt: the oracle's last epoch is test_acc_last
             record["test_acc"], record["test_loss"] = accuracy(self.student, self.test_batches, self.device, torch.float32)
+        if not self.group.is_main:
+            return
+        for name in (*saves, "last.pt"):
+            save_model(self.student, self.spec, checkpoints / name, val_acc=record.get("val_acc"), **position)
         # the record before the state: a run killed between the two redoes this interval (and
         # truncates its record) instead of resuming past one that was never logged
         self.log.append(record)
@@ -442,6 +473,8 @@ class Trainer:
         return f"[{self.cfg.method.name}] {where}: loss {record['loss']:.4f}{scores} lr {record['lr']:.4g} {record['images_per_s']:.0f} img/s"
 
     def finish(self, seconds: float) -> dict[str, Any]:
+        if not self.group.is_main:  # rank 0 writes the summary
+            return {"status": "complete", "rank": self.group.rank}
         records = self.log.records()
         selects = self.selects_best_on_validation
         summary = {
@@ -456,6 +489,8 @@ class Trainer:
             "params": count_parameters(self.student),
             "mean_images_per_s": sum(r["images_per_s"] for r in records) / max(len(records), 1),
             "device": str(self.device), "precision": str(self.dtype).replace("torch.", ""),
+            "device_slot": self.device_slot,
+            "processes": self.group.world_size,  # > 1: data-parallel over torchrun's processes (costs: rank 0's)
             "seconds_this_session": seconds,
             "training_cost": self.account(),  # every session's wall and CPU seconds, peak memory
             "provenance": provenance(self.device, precision=str(self.dtype).replace("torch.", ""),
@@ -482,5 +517,10 @@ def _differing_keys(old: dict[str, Any], new: dict[str, Any], prefix: str = "") 
     return keys
 
 
-def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False) -> dict[str, Any]:
-    return Trainer(cfg, run_dir, resume).run()
+def train(cfg: RunConfig, run_dir: str | Path, resume: bool = False,
+          device_slot: dict[str, Any] | None = None) -> dict[str, Any]:
+    trainer = Trainer(cfg, run_dir, resume, device_slot)
+    try:
+        return trainer.run()
+    finally:
+        leave(trainer.group)

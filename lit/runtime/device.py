@@ -11,11 +11,16 @@ from lit.config import TrainConfig
 
 
 def resolve_device(name: str) -> torch.device:
+    """The device `train.device` names; `auto` and `cuda` get the current CUDA device's
+    index (the one a device slot or a data-parallel rank chose), so that logs and
+    summaries name the card a run used."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"train.device is {name!r} but no CUDA device is available")
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
     return device
 
 

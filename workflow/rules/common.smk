@@ -59,6 +59,30 @@ def exclusive_threads():
 EXCLUSIVE_THREADS = exclusive_threads()
 ONNX_SPEED_FLAG = " --onnx" if config.get("evaluate", {}).get("onnx", False) else ""
 
+# `gpu_slots_per_device: K` (set by the gpu profile): each training job takes one of K
+# slots per GPU of this machine (`lit train` reads LIT_DEVICE_SLOTS as --device-slots), so
+# concurrent jobs spread over the GPUs. `train_processes: N`: each training job runs
+# data-parallel over N processes (LIT_TRAIN_PROCESSES, as `lit train --processes N`). Both
+# travel in the shell prefix, not in a rule's command or params: Snakemake reruns a job
+# whose command text or params changed, and moving a finished sweep to other hardware
+# must not retrain it.
+GPU_SLOTS_PER_DEVICE = config.get("gpu_slots_per_device", 0)
+TRAIN_PROCESSES = config.get("train_processes", 1)
+HARDWARE_EXPORTS = [
+    *(
+        [f"export LIT_DEVICE_SLOTS={int(GPU_SLOTS_PER_DEVICE)}; "]
+        if GPU_SLOTS_PER_DEVICE
+        else []
+    ),
+    *(
+        [f"export LIT_TRAIN_PROCESSES={int(TRAIN_PROCESSES)}; "]
+        if TRAIN_PROCESSES > 1
+        else []
+    ),
+]
+if HARDWARE_EXPORTS:
+    shell.prefix("set -euo pipefail; " + "".join(HARDWARE_EXPORTS))
+
 
 def experiments_of_kind(kind):
     """A regex for the `exp` wildcard: the experiments of one kind (none: matches nothing)."""

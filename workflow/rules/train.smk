@@ -1,6 +1,7 @@
 # One rule trains every run (teacher or student, any method, classifier or generator);
 # one evaluates a classifier run, one a generator run (which also draws samples.png).
 # `--resume` makes a rerun of a killed job continue from its last complete epoch.
+# `gpu_slots_per_device` (the gpu profile): each job takes one GPU slot (common.smk).
 # Inputs are `ancient`: a path names its content (run ids are config hashes), so file
 # times, which `dvc pull` or a copy between machines leave in any order, must not rerun.
 
@@ -17,6 +18,8 @@ rule train:
         last=f"{RESULTS}/runs/{{exp}}/{{run}}/checkpoints/last.pt",
     log:
         f"{RESULTS}/logs/{{exp}}/train/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{exp}}/train/{{run}}.tsv"
     conda:
         "../envs/lit.yaml"
     threads: 1
@@ -39,6 +42,8 @@ rule evaluate:
         f"{RESULTS}/runs/{{exp}}/{{run}}/eval.json",
     log:
         f"{RESULTS}/logs/{{exp}}/evaluate/{{run}}.log",
+    benchmark:
+        f"{RESULTS}/benchmarks/{{exp}}/evaluate/{{run}}.tsv"
     wildcard_constraints:
         exp=CLASSIFIER_EXPERIMENTS,
     conda:
