@@ -33,4 +33,4 @@ test: $(STAMP)
 # what runs produced, never the committed reference results (results/<experiment>/ tables
 # and figures): run directories, logs and Snakemake's records
 clean-results:
-	rm -rf results/runs results/logs results/*/runs results/*/logs results/report.html .snakemake
+	rm -rf results/runs results/logs results/benchmarks results/*/runs results/*/logs results/*/benchmarks results/report.html .snakemake

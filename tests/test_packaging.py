@@ -49,6 +49,7 @@ def test_make_clean_results_removes_runs_and_logs_and_keeps_the_reference_result
             "results/gan-small/colordigits-stargan/colordigits-stargan-fid.md"]
     removed = ["results/runs/digits-resnet/kd-resnet8-s0-x/eval.json", "results/logs/digits-resnet/train/a.log",
                "results/gan-small/runs/colordigits-stargan/teacher/summary.json", "results/gan-small/logs/x.log",
+               "results/benchmarks/digits-resnet/train/a.tsv", "results/gan-small/benchmarks/x/train/b.tsv",
                "results/report.html", ".snakemake/metadata/x"]
     for name in kept + removed:
         (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
