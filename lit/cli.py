@@ -16,6 +16,9 @@ verbs:
                 grid (generators), parameters, FLOPs
   speed         time every distinct architecture of some runs once, interleaved -> JSON
   export        a run's model as ONNX (checked in ONNX Runtime; optionally int8) or TorchScript
+  import-checkpoint
+                another code base's checkpoint (--from lit-code: the official LIT code's CIFAR
+                ResNet) -> a run directory that method.teacher accepts
   prepare-data  download and cache a config's data set (the only step that needs the network)
   show-config   print a config fully resolved, with its defaults and overrides
   plan          list every run a pipeline config (config/*.yaml) asks for, with its run id
@@ -86,6 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--tolerance", type=float, default=1e-4,
                         help="largest absolute output difference from PyTorch accepted (default 1e-4, for fp32)")
     export.add_argument("--calibration-images", type=int, default=256, help="--quantize: training images to calibrate on")
+
+    imported = verbs.add_parser("import-checkpoint", help="convert another code base's checkpoint into a teacher run directory")
+    imported.add_argument("file", type=Path, metavar="FILE", help="the checkpoint file (read with torch.load(weights_only=True))")
+    imported.add_argument("--from", dest="source", required=True, metavar="FORMAT",
+                          help="its code base: lit-code (the official LIT code's CIFAR ResNet: conv1, bn1, layer1..3, linear)")
+    imported.add_argument("--out", type=Path, required=True, metavar="RUN_DIR", help="the run directory to write (must not exist)")
+    imported.add_argument("--num-classes", type=int, metavar="N", help="check that the classifier has this many classes")
 
     prepare = verbs.add_parser("prepare-data", help="download and cache the data set a config names")
     _config_args(prepare)
@@ -201,6 +211,13 @@ def run(args: argparse.Namespace) -> None:
             line += (f"; test accuracy PyTorch {scores['test_acc_torch']:.4f}, ONNX fp32 {scores['test_acc_onnx_fp32']:.4f}, "
                      f"int8 {scores['test_acc_onnx_int8']:.4f}")
         print(f"{line} -> {output}, {output}.json")
+    elif args.verb == "import-checkpoint":
+        from lit.models.convert import import_checkpoint
+
+        record = import_checkpoint(args.file, args.out, args.source, args.num_classes)
+        layout = record["layout"]
+        print(f"{args.source}: {record['spec']['family']}-{layout['depth']}, {layout['num_classes']} classes, "
+              f"sha256 {record['imported_from']['sha256'][:12]} -> {args.out}")
     elif args.verb == "plan":
         from lit.plan import print_plan
 

@@ -109,6 +109,8 @@ class TrainConfig:
     log_every: int = 100  # iteration-based phases: one metrics line per this many iterations
     checkpoint_every: int = 1000  # iteration-based phases: validate and checkpoint every this many iterations
     selection: Literal["val", "last"] = "val"  # the model a run reports: best on validation, or the last epoch's
+    # experiment trackers fed every metrics.jsonl record (the `tracking` extra); no result depends on them
+    loggers: list[Literal["tensorboard", "mlflow"]] = field(default_factory=list)
     phases: dict[str, PhaseConfig] = field(default_factory=dict)  # per phase of the method
 
 
@@ -269,6 +271,8 @@ def validate(cfg: RunConfig) -> RunConfig:
         (cfg.train.eval_batch_size > 0, "train.eval_batch_size", cfg.train.eval_batch_size, "a positive integer"),
         (cfg.train.log_every > 0, "train.log_every", cfg.train.log_every, "a positive integer"),
         (cfg.train.checkpoint_every > 0, "train.checkpoint_every", cfg.train.checkpoint_every, "a positive integer"),
+        (len(set(cfg.train.loggers)) == len(cfg.train.loggers), "train.loggers", cfg.train.loggers,
+         "each tracker at most once (tensorboard, mlflow)"),
         (cfg.evaluate.fid_images is None or cfg.evaluate.fid_images > 0, "evaluate.fid_images", cfg.evaluate.fid_images,
          "a positive integer or null (all test images)"),
         (cfg.evaluate.fid_batch_size > 0, "evaluate.fid_batch_size", cfg.evaluate.fid_batch_size, "a positive integer"),

@@ -91,6 +91,7 @@ def test_lit_train_processes_trains_lit_data_parallel_with_its_teacher(tmp_path,
     output = run(lit("train", STUDENT_CONFIG, *overrides, "--run-dir", "lit", "--processes", "2"), tmp_path)
     assert "lit: data-parallel over 2 processes: torchrun" in output  # `--processes` runs the command under torchrun
     assert output.count("done: best val_acc") == 1, "rank 0 alone reports"
+    assert output.count("[lit] device cpu (") == 1 and ", float32, 2 processes" in output  # where it ran, said once
     summary = json.loads((tmp_path / "lit" / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["epochs"] == 2
     records = [json.loads(line) for line in (tmp_path / "lit" / "metrics.jsonl").read_text().splitlines()]

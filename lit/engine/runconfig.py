@@ -19,9 +19,10 @@ from lit.data import DATASETS
 from lit.methods import METHODS
 from lit.models import MODELS
 
-# where data lives, whether it may be downloaded, how progress shows and how often the
-# state is saved change no result (resume is exact)
-UNHASHED_KEYS = (("data", "root"), ("data", "download"), ("train", "progress"), ("train", "checkpoint_every"))
+# where data lives, whether it may be downloaded, how progress shows, how often the state
+# is saved (resume is exact) and which trackers watch the run change no result
+UNHASHED_KEYS = (("data", "root"), ("data", "download"), ("train", "progress"), ("train", "checkpoint_every"),
+                 ("train", "loggers"))
 
 
 def check_run_config(cfg: RunConfig) -> RunConfig:

@@ -26,7 +26,7 @@ from torch import nn
 from lit.config import ConfigError, PhaseConfig, RunConfig, apply_tuned, dump_config, from_dict
 from lit.data import Batches, BatchStream, DataSplits, load_data
 from lit.engine.frozen import freeze_for_inference
-from lit.engine.runconfig import check_run_config, config_hash
+from lit.engine.runconfig import check_run_config, config_hash, effective_config
 from lit.engine.schedule import learning_rate
 from lit.evaluate.accuracy import accuracy
 from lit.evaluate.cost import count_parameters
@@ -38,9 +38,10 @@ from lit.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkp
 from lit.runtime.device import autocast, compile_mode, compile_sectioned, resolve_device, resolve_precision
 from lit.runtime.distributed import Group, join, leave
 from lit.runtime.files import atomic_write_text
-from lit.runtime.provenance import now, provenance
+from lit.runtime.provenance import device_name, now, provenance
 from lit.runtime.runlog import MetricsLog, write_json
 from lit.runtime.seeding import rng_state, seed_everything, set_rng_state
+from lit.runtime.trackers import Trackers, check_trackers, record_step
 
 
 class TrainingDiverged(RuntimeError):
@@ -148,6 +149,7 @@ class Trainer:
         self.device_slot = device_slot  # `lit train --device-slots`: the slot this session holds (summary.json)
         self.state_path = self.run_dir / "checkpoints" / "state.pt"
         self.resuming = self.check_run_dir(resume)
+        check_trackers(cfg.train.loggers)  # a tracker's missing package stops the run before any file is written
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.seed)
@@ -210,6 +212,7 @@ class Trainer:
         self.cost = {"wall_seconds": 0.0, "cpu_seconds": 0.0, "peak_rss_mb": 0.0}
         self.cost_mark = (time.perf_counter(), time.process_time())
         self.optimizers: dict[str, torch.optim.Optimizer] = {}
+        self.trackers = Trackers()  # train.loggers, opened by `run` on rank 0
         # written only now: a config that cannot build its data or models leaves no run directory
         if self.group.is_main:  # in a data-parallel run rank 0 writes every file
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -295,10 +298,40 @@ class Trainer:
     # ------------------------------------------------------------ the loop
 
     def run(self) -> dict[str, Any]:
+        """Train every phase, with the trackers of train.loggers open throughout (closed at
+        the end, also when the run fails)."""
         saved = self.restore_state() if self.resuming else None
+        self.trackers = self.open_trackers()
+        try:
+            summary = self.run_phases(saved)
+        except BaseException as err:
+            self.trackers.close("KILLED" if isinstance(err, KeyboardInterrupt) else "FAILED")
+            raise
+        self.trackers.close()
+        return summary
+
+    def open_trackers(self) -> Trackers:
+        """The trackers of `train.loggers`, on rank 0 only. A resumed session logs from the
+        step after the last record metrics.jsonl kept (TensorBoard drops what an
+        interrupted session logged past it)."""
+        if not self.group.is_main or not self.cfg.train.loggers:
+            return Trackers()
+        resume_step = None
+        if self.resuming:
+            records = self.log.records()
+            resume_step = (record_step(records[-1]) or 0) + 1 if records else 1
+        # the config as the run uses it (its method's phases only) as hyperparameters
+        return Trackers(self.cfg.train.loggers, self.run_dir, effective_config(self.cfg).to_dict(), config_hash(self.cfg),
+                        resume_step)
+
+    def run_phases(self, saved: dict[str, Any] | None) -> dict[str, Any]:
         if not self.resuming and self.group.is_main:  # a fresh run starts a fresh log (a killed first epoch may have left one)
             self.log.path.unlink(missing_ok=True)
         started, self.started_at = time.perf_counter(), now()
+        if self.group.is_main:  # where the run computes: the log says it first
+            processes = f", {self.group.world_size} processes" if self.group.active else ""
+            print(f"[{self.cfg.method.name}] device {self.device} ({device_name(self.device)}), "
+                  f"{str(self.dtype).replace('torch.', '')}{processes}", file=sys.stderr, flush=True)
         for phase_index in range(self.progress.phase_index, len(self.phases)):
             phase = self.phases[phase_index]
             settings = self.cfg.train.phases[phase]
@@ -394,6 +427,7 @@ class Trainer:
                     self.end_interval(record)
                 elif self.group.is_main:
                     self.log.append(record)
+                    self.trackers.log(record)
 
     def should_check(self, index: int, steps: int) -> bool:
         """Whether to test this step's loss for NaN: every step on a CPU; on a GPU (where the
@@ -457,6 +491,7 @@ class Trainer:
         # the record before the state: a run killed between the two redoes this interval (and
         # truncates its record) instead of resuming past one that was never logged
         self.log.append(record)
+        self.trackers.log(record)
         self.save_state()
         print(self.status_line(record), file=sys.stderr, flush=True)
 
