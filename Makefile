@@ -26,12 +26,9 @@ run: $(STAMP)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/local --cores $(CORES)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/local --cores $(CORES) --report results/report.html
 
-# twice CORES workers (pytest-xdist), one test file at a time each, slow files first
-# (tests/conftest.py): the pipeline tests spend much of their time waiting (SLURM's queue,
-# a job's start), and two workers a core keep the cores busy meanwhile
-TEST_WORKERS ?= $(shell echo $$(( $(CORES) * 2 )))
+# CORES workers (pytest-xdist), one test file at a time each, slow files first (tests/conftest.py)
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15
+	$(BIN)/python -m pytest -n $(CORES) --dist loadfile --durations=15
 
 # what runs produced, never the committed reference results (results/<experiment>/ tables
 # and figures): run directories, logs and Snakemake's records

@@ -1,16 +1,24 @@
 """The Snakemake pipeline on one tiny project: end to end, then what a rerun does (nothing,
-only a new depth, only the runs a changed value reaches, a tuning stage). A killed job and
-device slots: tests/test_workflow_reruns.py; DVC: tests/test_dvc.py."""
+only a new depth, only the runs a changed value reaches, a killed job resumed, a tuning
+stage, other hardware settings). DVC: tests/test_dvc.py."""
 
 from __future__ import annotations
 
 import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from workflow_helpers import copy_project, make_project, planned_jobs, snakemake, tiny_config, write_config
+from lit.plan import plan_experiments
+from workflow_helpers import (BIN, ROOT, copy_project, env, make_project, planned_jobs, snakemake, tiny_config,
+                              write_config)
 
 pytestmark = pytest.mark.slow
 
@@ -115,3 +123,56 @@ def test_tuning_stage_feeds_its_choice_into_the_final_runs(tiny_project):
         row = table[table["method"] == method].iloc[0]
         assert row["temperature"] == tuned["temperature"], "the tuned tau must reach the final runs and the table"
     assert table.loc[table["method"] == "lit", "kd_weight"].item() == tuned["kd_weight"]
+
+
+def test_killed_job_reruns_without_redoing_finished_jobs(tiny_project):
+    # long enough that the kill, a moment after the first epoch's checkpoint, lands mid-phase
+    config = tiny_config(student_overrides={"train.phases.lit.epochs": 6, "train.phases.lit.milestones": []})
+    config["experiments"]["tiny"]["students"]["methods"] = ["lit"]
+    write_config(tiny_project, config)
+    plan = plan_experiments(config, workdir=tiny_project)
+    student = next(run for run in plan.runs if run.method == "lit")
+    state = tiny_project / student.run_dir / "checkpoints" / "state.pt"
+    command = [str(BIN / "snakemake"), "--snakefile", str(ROOT / "workflow" / "Snakefile"), "--directory",
+               str(tiny_project), "--workflow-profile", str(ROOT / "workflow" / "profiles" / "local"), "--cores", "1"]
+    process = subprocess.Popen(command, env=env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and not state.exists():
+            time.sleep(0.2)
+        assert state.exists(), "the student never checkpointed"
+    finally:
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait()
+    teacher_summary = tiny_project / plan.runs[0].run_dir / "summary.json"
+    teacher_mtime = teacher_summary.stat().st_mtime_ns
+    snakemake(tiny_project, "--unlock")
+    counts = planned_jobs(tiny_project)
+    assert "train" in counts and counts["train"] == 1 and "prepare_data" not in counts, counts
+    snakemake(tiny_project, "--cores", "2")
+    assert teacher_summary.stat().st_mtime_ns == teacher_mtime, "the finished teacher was trained again"
+    log = (tiny_project / "results" / "logs" / "tiny" / "train" / f"{student.run_id}.log").read_text()
+    epochs = [int(e) for e in re.findall(r"\] epoch (\d+) ", log)]
+    assert epochs[0] > 1, "the killed job must resume from its last complete epoch, not start over"
+    assert epochs[-1] == 7 and epochs == list(range(epochs[0], 8))  # 6 LIT epochs, then 1 fine-tuning
+    assert planned_jobs(tiny_project) == {}
+
+
+def test_device_slots_and_processes_rerun_nothing_and_slots_reach_lit_train(tiny_project, monkeypatch):
+    """`gpu_slots_per_device` (the gpu profile's) and `train_processes` change no finished
+    run (they reach `lit train` in the shell prefix, not in its command); a run trained
+    under slots takes one (two faked GPUs here) and says which in its log. (That
+    LIT_TRAIN_PROCESSES makes `lit train` data-parallel: tests/test_distributed.py.)"""
+    monkeypatch.setenv("LIT_FAKE_DEVICE_COUNT", "2")
+    monkeypatch.setenv("LIT_DEVICE_SLOT_DIR", str(tiny_project / "slots"))
+    config = with_fitnets(tiny_config())
+    write_config(tiny_project, {**config, "gpu_slots_per_device": 2, "train_processes": 2})
+    assert planned_jobs(tiny_project) == {}, "moving a finished sweep onto other hardware must not retrain it"
+    write_config(tiny_project, {**config, "gpu_slots_per_device": 2})
+    scratch = next(run for run in plan_experiments(config, workdir=tiny_project).runs
+                   if run.method == "scratch" and run.role == "student")
+    shutil.rmtree(tiny_project / scratch.run_dir)  # as the README says to retrain a run
+    snakemake(tiny_project, "--cores", "2")
+    log = (tiny_project / "results" / "logs" / "tiny" / "train" / f"{scratch.run_id}.log").read_text()
+    assert re.search(r"device slot: cuda:[01] slot 0 of 2 \(fake\)", log), log[-2000:]
+    assert json.loads((tiny_project / scratch.run_dir / "summary.json").read_text())["device_slot"]["fake"] is True

@@ -12,6 +12,7 @@ to the same final weights as an uninterrupted one.
 
 from __future__ import annotations
 
+import os
 import resource
 import sys
 import time
@@ -154,9 +155,10 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.seed)
         # one process, or one rank of a data-parallel run under torchrun (its own GPU)
+        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        if cfg.train.batch_size < processes:
+            raise ConfigError(f"config key 'train.batch_size': {cfg.train.batch_size} cannot be split over {processes} processes")
         self.group, device_name = join(cfg.train.device)
-        if cfg.train.batch_size < self.group.world_size:
-            raise ConfigError(f"config key 'train.batch_size': {cfg.train.batch_size} cannot be split over {self.group.world_size} processes")
         self.device = resolve_device(device_name)
         self.dtype = resolve_precision(cfg.train, self.device)
         self.data = load_data(cfg.data)
