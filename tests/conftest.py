@@ -26,10 +26,19 @@ torch.set_num_threads(1)
 DIGITS_BASE = ("data.name=digits", "train.threads=1", "train.progress=off", "train.batch_size=64")
 
 
+# among the slow files, these first: the SLURM test mostly waits for the cluster's status
+# checks (a worker's wait is the other's CPU), and the tiny-project file is the longest chain
+FIRST_FILES = ("test_pipeline_slurm.py", "test_workflow.py")
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The slow end-to-end tests first: with two workers (`make test`), the long files start
     early and the short ones fill in around them instead of trailing after."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+    def order(item: pytest.Item) -> tuple[bool, int]:
+        name = item.path.name
+        return item.get_closest_marker("slow") is None, FIRST_FILES.index(name) if name in FIRST_FILES else len(FIRST_FILES)
+
+    items.sort(key=order)
 
 
 def digits_config(*overrides: str) -> RunConfig:

@@ -19,7 +19,7 @@ from lit.cli import main
 from lit.config import ConfigError
 from lit.runtime.slots import acquire_slot, release_slot, slots_from_environment, take_training_slot
 from test_readme import readme_line
-from workflow_helpers import BIN, ROOT, SNAKEFILE, env, make_project, snakemake, tiny_config
+from workflow_helpers import BIN, ROOT, SNAKEFILE, env, make_project, tiny_config
 
 DIGITS_ONE_EPOCH = ("data.name=digits", "train.threads=1", "train.progress=off", "model.depth=8", "method.name=scratch",
                     "train.phases.train.epochs=1", "train.phases.train.milestones=[]")

@@ -326,3 +326,14 @@ def test_one_table_with_two_experiments_gives_each_its_own_files(tmp_path):
     names = {path.name for path in write_report(tmp_path / "table.csv", tmp_path / "report")}
     assert f"{EXPERIMENT}-compression.csv" in names and "stargan-fid.csv" in names
     assert "stargan-compression.csv" not in names and f"{EXPERIMENT}-fid.csv" not in names
+
+
+def test_the_weights_a_table_shows_are_the_ones_each_method_reads():
+    """The report reads files only (no torch): its list of the KD/LIT weights each method
+    reads must be the methods' own `uses`, so that a table never shows a weight a run ignored."""
+    from lit.methods import METHODS
+    from lit.report.aggregate import METHOD_WEIGHTS, WEIGHT_NAMES
+
+    for name in METHODS.names():
+        reads = tuple(weight for weight in WEIGHT_NAMES if weight in METHODS.get(name).uses)
+        assert METHOD_WEIGHTS.get(name, WEIGHT_NAMES) == reads, name

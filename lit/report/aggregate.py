@@ -46,7 +46,9 @@ TEACHER_METHODS = {"stargan"}  # methods that only ever train a teacher
 NO_TEACHER_METHODS = {"scratch", "stargan"}  # methods that learn from labels alone
 # The KD/LIT weights each method reads (hard_weight = alpha, temperature = tau, kd_weight = beta);
 # a distillation method not listed here keeps all three, since which it uses is unknown.
-METHOD_WEIGHTS = {"scratch": (), "stargan": (), "gan_lit": (), "kd": ("hard_weight", "temperature"), "at": (), "dkd": (), "reviewkd": ()}
+# (tests/test_report.py checks it against every method's `uses`: the report imports no torch)
+METHOD_WEIGHTS = {"scratch": (), "stargan": (), "gan_lit": (), "kd": ("hard_weight", "temperature"),
+                  "fitnets": ("hard_weight", "temperature"), "at": (), "dkd": (), "reviewkd": (), "slimming": ()}
 WEIGHT_NAMES = ("hard_weight", "temperature", "kd_weight")
 # the timings of a speed-stage file: PyTorch per device, ONNX Runtime per execution provider (`lit speed --onnx`)
 SPEED_ENGINES = ("cpu", "cuda", "onnxruntime-cpu", "onnxruntime-cuda")
