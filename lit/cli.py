@@ -131,7 +131,7 @@ RETIRED_VERBS = {
 }
 
 
-def run(args: argparse.Namespace) -> None:
+def run(args: argparse.Namespace) -> int | None:
     if args.verb in ("train", "prepare-data", "show-config"):
         from lit.config import dump_config
         from lit.engine.runconfig import load_run_config
@@ -152,7 +152,7 @@ def run(args: argparse.Namespace) -> None:
                 write_json(args.output, sizes)
             print(f"{cfg.data.name}: {sizes['train']} train, {sizes['val']} validation, {sizes['test']} test")
         elif data_parallel_processes(args) > 1:
-            raise SystemExit(launch_data_parallel(data_parallel_processes(args), args.argv))
+            return launch_data_parallel(data_parallel_processes(args), args.argv)
         else:
             from lit.engine.trainer import train
             from lit.runtime.slots import slots_from_environment, take_training_slot
@@ -279,7 +279,7 @@ def main(argv: list[str] | None = None) -> int:
     from lit.runtime.checkpoint import CheckpointError
 
     try:
-        run(args)
+        code = run(args)  # the exit status of a command run in other processes (torchrun)
     except BrokenPipeError:  # the reader left (`lit plan ... | head`): not an error
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
@@ -290,7 +290,7 @@ def main(argv: list[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"lit: error: {message}", file=sys.stderr)
         return 1
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

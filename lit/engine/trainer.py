@@ -158,8 +158,8 @@ class Trainer:
         processes = int(os.environ.get("WORLD_SIZE", "1"))
         if cfg.train.batch_size < processes:
             raise ConfigError(f"config key 'train.batch_size': {cfg.train.batch_size} cannot be split over {processes} processes")
-        self.group, device_name = join(cfg.train.device)
-        self.device = resolve_device(device_name)
+        self.group, device_setting = join(cfg.train.device)
+        self.device = resolve_device(device_setting)
         self.dtype = resolve_precision(cfg.train, self.device)
         self.data = load_data(cfg.data)
         method_class = METHODS.get(cfg.method.name)
