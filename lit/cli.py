@@ -151,8 +151,8 @@ def run(args: argparse.Namespace) -> int | None:
 
                 write_json(args.output, sizes)
             print(f"{cfg.data.name}: {sizes['train']} train, {sizes['val']} validation, {sizes['test']} test")
-        elif data_parallel_processes(args) > 1:
-            return launch_data_parallel(data_parallel_processes(args), args.argv)
+        elif (processes := data_parallel_processes(args)) > 1:
+            return launch_data_parallel(processes, args.argv)
         else:
             from lit.engine.trainer import train
             from lit.runtime.slots import slots_from_environment, take_training_slot
@@ -244,7 +244,9 @@ def run(args: argparse.Namespace) -> int | None:
 
 def data_parallel_processes(args: argparse.Namespace) -> int:
     """How many processes `lit train` should run over: 1 inside torchrun (it started them)."""
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    from lit.runtime.distributed import launched_processes
+
+    if launched_processes() > 1:
         return 1
     value = args.processes if args.processes is not None else os.environ.get("LIT_TRAIN_PROCESSES", "1")
     try:

@@ -60,17 +60,17 @@ def digits_teacher(tmp_path_factory) -> Path:
     return run_dir
 
 
-def randomise_batch_norms(model, input_shape: tuple[int, ...]) -> None:
+def randomise_batch_norms(model, input_shape: tuple[int, ...] = (), make_input=None) -> None:
     """Non-trivial batch-norm scales, shifts and running statistics (a few training-mode
-    forwards of shifted noise), so that tests see more than the initial identity norms."""
-    import torch
+    forwards of shifted noise, or of `make_input()` batches), so that tests see more than
+    the initial identity norms."""
     from torch import nn
 
     with torch.no_grad():
         for module in model.modules():
-            if isinstance(module, nn.BatchNorm2d):
+            if isinstance(module, (nn.BatchNorm1d, nn.BatchNorm2d)):
                 module.weight.uniform_(0.5, 1.5)
                 module.bias.uniform_(-0.2, 0.2)
         model.train()
         for _ in range(3):
-            model(torch.randn(16, *input_shape) * 1.5 + 0.3)
+            model(make_input() if make_input is not None else torch.randn(16, *input_shape) * 1.5 + 0.3)

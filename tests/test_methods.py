@@ -204,14 +204,7 @@ def tiny_vdcnn_pair() -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(0)
     teacher = build_model("vdcnn", 17, **VDCNN_TINY)
     student = build_model("vdcnn", 9, **VDCNN_TINY)
-    with torch.no_grad():
-        for module in teacher.modules():
-            if isinstance(module, nn.BatchNorm1d):
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.uniform_(-0.2, 0.2)
-        teacher.train()
-        for _ in range(3):
-            teacher(torch.randint(0, 69, (8, 64)))
+    randomise_batch_norms(teacher, make_input=lambda: torch.randint(0, 69, (8, 64)))
     return teacher, student
 
 

@@ -12,7 +12,6 @@ to the same final weights as an uninterrupted one.
 
 from __future__ import annotations
 
-import os
 import resource
 import sys
 import time
@@ -37,7 +36,7 @@ from lit.models import build_model
 from lit.models.io import load_model, model_spec, save_model, unwrap
 from lit.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from lit.runtime.device import autocast, compile_mode, compile_sectioned, resolve_device, resolve_precision
-from lit.runtime.distributed import Group, join, leave
+from lit.runtime.distributed import Group, join, launched_processes, leave
 from lit.runtime.files import atomic_write_text
 from lit.runtime.provenance import device_name, now, provenance
 from lit.runtime.runlog import MetricsLog, write_json
@@ -155,7 +154,7 @@ class Trainer:
             torch.set_num_threads(cfg.train.threads)
         seed_everything(cfg.seed)
         # one process, or one rank of a data-parallel run under torchrun (its own GPU)
-        processes = int(os.environ.get("WORLD_SIZE", "1"))
+        processes = launched_processes()
         if cfg.train.batch_size < processes:
             raise ConfigError(f"config key 'train.batch_size': {cfg.train.batch_size} cannot be split over {processes} processes")
         self.group, device_setting = join(cfg.train.device)

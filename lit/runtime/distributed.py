@@ -70,11 +70,7 @@ class Group:
 
     def average(self, values: torch.Tensor) -> torch.Tensor:
         """The mean over ranks of a tensor each holds (a float copy)."""
-        if not self.active:
-            return values
-        total = values.detach().float().clone()
-        dist.all_reduce(total)
-        return total / self.world_size
+        return self.total(values.float()) / self.world_size if self.active else values
 
     def total(self, values: torch.Tensor) -> torch.Tensor:
         """The sum over ranks of a tensor each holds (a copy)."""
@@ -96,12 +92,17 @@ class Group:
             dist.barrier()
 
 
+def launched_processes() -> int:
+    """How many processes torchrun started for this run (WORLD_SIZE); 1 without torchrun."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def join(device_name: str) -> tuple[Group, str]:
     """The process group `torchrun` describes in its environment (WORLD_SIZE, RANK,
     LOCAL_RANK), joined with NCCL on GPUs and gloo on CPUs; and the device this rank trains
     on (`cuda:<local rank>` where the run config says `auto` or `cuda`). Without torchrun:
     a group of one and the configured device."""
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    world_size = launched_processes()
     if world_size <= 1:
         return Group(), device_name
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
