@@ -32,9 +32,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from lit.catalog import METHODS
 from lit.config import ConfigError, read_yaml_mapping
 from lit.engine.runconfig import config_hash, load_run_config
-from lit.methods import METHODS
 
 TEACHER, STUDENT = "teacher", "student"
 TUNED_GRIDS = ("temperature", "hard_weight", "kd_weight")  # `lit tune`'s grids, in its order

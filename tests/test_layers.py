@@ -17,6 +17,7 @@ LIT = Path(__file__).resolve().parents[1] / "lit"
 
 LAYERS = {
     "lit.config": 0,
+    "lit.catalog": 0,
     "lit.runtime": 1,
     "lit.models": 2,
     "lit.data": 2,
@@ -109,3 +110,19 @@ def test_the_layering_test_catches_an_upward_import(tmp_path):
     probe.write_text("def f():\n    from lit.engine.trainer import train\n")
     imported = imports_of(probe)
     assert "lit.engine.trainer" in imported and LAYERS[unit_of("lit.engine.trainer")] > LAYERS["lit.models"]
+
+
+def test_planning_imports_no_torch():
+    """`lit plan`, every Snakemake process and the config checks read the catalogue only:
+    planning a sweep must not pay torch's import (about 2 s of CPU per process)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, lit.plan, lit.engine.runconfig, lit.catalog\n"
+        "from lit.plan import plan_experiments\n"
+        "plan_experiments(lit.plan.read_yaml_mapping('config/config.yaml'))\n"
+        "heavy = sorted(m for m in ('torch', 'torchvision', 'numpy') if m in sys.modules)\n"
+        "assert not heavy, heavy\n"
+    )
+    subprocess.run([sys.executable, "-c", code], cwd=LIT.parent, check=True)

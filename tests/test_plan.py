@@ -4,6 +4,7 @@ every shipped config, and the run ids `lit plan` prints against the pipeline's o
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import re
 
@@ -257,26 +258,30 @@ def test_lit_plan_names_the_runs_the_pipeline_trains(tmp_path, capsys, monkeypat
     assert counts["tune"] == "1" and counts["report_experiment"] == "1", counts
 
 
+def set_revision(monkeypatch, catalogue, name: str, revision: int) -> None:
+    """The catalogue as it would read after raising (or lowering) `name`'s revision."""
+    monkeypatch.setitem(catalogue._entries, name, dataclasses.replace(catalogue.get(name), revision=revision))
+
+
 def test_a_raised_code_revision_changes_the_run_ids_of_its_runs_only(monkeypatch):
     """Revision 1 leaves ids as they were (the golden hash); raising a family's revision
     (its code computes something else for the same config) gives its runs new ids."""
-    from lit.models import MODELS
+    from lit.catalog import MODELS
 
     cfg = run_config_from_dict(copy.deepcopy(GOLDEN_CONFIG))
     assert MODELS.revision(cfg.model.family) == 1 and config_hash(cfg) == GOLDEN_HASH
-    monkeypatch.setitem(MODELS._revisions, cfg.model.family, 2)
+    set_revision(monkeypatch, MODELS, cfg.model.family, 2)
     assert config_hash(cfg) != GOLDEN_HASH
     assert MODELS.revision("vdcnn") == 2  # the official embedding, stem and init
 
 
 def test_text_runs_carry_the_raised_revisions_of_vdcnn_and_the_text_data(monkeypatch):
     """Runs made before the official alphabet and VDCNN layers are not found again."""
-    from lit.data import DATASETS
-    from lit.models import MODELS
+    from lit.catalog import DATASETS, MODELS
 
     cfg = load_run_config(ROOT / "config" / "runs" / "text-teacher.yaml")
     assert DATASETS.revision(cfg.data.name) == 2 and MODELS.revision(cfg.model.family) == 2
     current = config_hash(cfg)
-    monkeypatch.setitem(DATASETS._revisions, cfg.data.name, 1)
-    monkeypatch.setitem(MODELS._revisions, cfg.model.family, 1)
+    set_revision(monkeypatch, DATASETS, cfg.data.name, 1)
+    set_revision(monkeypatch, MODELS, cfg.model.family, 1)
     assert config_hash(cfg) != current

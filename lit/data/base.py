@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 import torch
 
+from lit import catalog
 from lit.runtime.registry import Registry
 
 
@@ -77,7 +78,7 @@ class DataSplits:
         return self.input_shape[0]
 
 
-DATASETS: Registry[Callable[..., RawData]] = Registry("data set")
+DATASETS: Registry[Callable[..., RawData]] = Registry(catalog.DATASETS)
 register_dataset = DATASETS.register
 
 

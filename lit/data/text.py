@@ -426,7 +426,7 @@ def amazon_reviews(name: str, root: Path, allow_download: bool, max_length: int,
     return text_data(name, train, test, len(class_names), class_names)
 
 
-@register_dataset("amazon_review_full", revision=2)  # revision 2: the official alphabet and ids
+@register_dataset("amazon_review_full")
 def amazon_review_full(root: Path, download: bool = False, max_length: int = DEFAULT_MAX_LENGTH,
                        train_limit: int | None = None, test_limit: int | None = None,
                        url: str | None = None, md5: str | None = None, sha256: str | None = None) -> RawData:
@@ -436,7 +436,7 @@ def amazon_review_full(root: Path, download: bool = False, max_length: int = DEF
     return amazon_reviews("amazon_review_full", root, download, max_length, train_limit, test_limit, url, md5, sha256)
 
 
-@register_dataset("amazon_review_polarity", revision=2)  # revision 2: the official alphabet and ids
+@register_dataset("amazon_review_polarity")
 def amazon_review_polarity(root: Path, download: bool = False, max_length: int = DEFAULT_MAX_LENGTH,
                            train_limit: int | None = None, test_limit: int | None = None,
                            url: str | None = None, md5: str | None = None, sha256: str | None = None) -> RawData:
@@ -471,7 +471,7 @@ def review_files(root: Path, path: str | None, train: str | None, test: str | No
     return location / "train.csv", (test_file if test_file.is_file() else None)
 
 
-@register_dataset("csv_reviews", revision=2)  # revision 2: the official alphabet and ids
+@register_dataset("csv_reviews")
 def csv_reviews(root: Path, download: bool = False, path: str | None = None, train: str | None = None,
                 test: str | None = None, label_column: int | str = 0, text_columns: Sequence[int | str] | None = None,
                 label_offset: int = 0, has_header: bool = False, label_names: Sequence[str] | None = None,
@@ -552,7 +552,7 @@ def polarity_data(name: str, texts: list[str], labels: list[int], max_length: in
     return text_data(name, train, test, 2, POLARITY_CLASS_NAMES)
 
 
-@register_dataset("sentence_polarity", revision=2)  # revision 2: the official alphabet and ids
+@register_dataset("sentence_polarity")
 def sentence_polarity(root: Path, download: bool = False, path: str | None = None, max_length: int = DEFAULT_MAX_LENGTH,
                       test_fraction: float = 0.1, split_seed: int = 0) -> RawData:
     """rt-polarity (Pang & Lee 2005): 5,331 positive and 5,331 negative review snippets, one per
@@ -573,7 +573,7 @@ def sentence_polarity(root: Path, download: bool = False, path: str | None = Non
     return polarity_data("sentence_polarity", texts, labels, max_length, test_fraction, split_seed)
 
 
-@register_dataset("movie_reviews", revision=2)  # revision 2: the official alphabet and ids
+@register_dataset("movie_reviews")
 def movie_reviews(root: Path, download: bool = False, path: str | None = None, max_length: int = DEFAULT_MAX_LENGTH,
                   test_fraction: float = 0.1, split_seed: int = 0) -> RawData:
     """Pang & Lee polarity v2.0: 1,000 positive and 1,000 negative full movie reviews, one per

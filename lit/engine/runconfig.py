@@ -1,7 +1,8 @@
 """A run config checked against the registries, and its content hash.
 
-`lit.config` knows the keys and their types; this module knows which data sets, families,
-methods and phases exist and which `method.*` keys and phases each method reads. The
+`lit.config` knows the keys and their types; this module checks them against `lit.catalog`
+(which data sets, families, methods and phases exist and which `method.*` keys and phases
+each method reads). Neither imports torch, so planning a sweep does not either. The
 content hash is taken over what the method reads, so a value it never reads (beta for
 KD, say) leaves a run's id unchanged, and every value it reads changes it. The pipeline's
 run ids and the resume check both use `config_hash`.
@@ -14,10 +15,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from lit.catalog import DATASETS, METHODS, MODELS
 from lit.config import ConfigError, MethodConfig, RunConfig, from_dict, load_config
-from lit.data import DATASETS
-from lit.methods import METHODS
-from lit.models import MODELS
 
 # where data lives, whether it may be downloaded, how progress shows, how often the state
 # is saved (resume is exact) and which trackers watch the run change no result

@@ -43,9 +43,6 @@ def attention_loss(student_feature: torch.Tensor, teacher_feature: torch.Tensor)
 
 @register_method("at")
 class AttentionTransfer(Method):
-    needs_teacher = True
-    uses = ("teacher", "at_beta")
-
     def __init__(self, cfg, student, teacher=None, context=None):
         super().__init__(cfg, student, teacher, context)
         if len(student.sections) != len(teacher.sections):

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from lit.config import MethodConfig
+from lit import catalog
 from lit.runtime.registry import Registry
 
 MODEL_GROUP = "model"  # the parameter group of a method with a single optimiser
@@ -62,6 +63,7 @@ class MethodContext:
 
 
 class Method:
+    # set from the method's `lit.catalog` entry when it registers (these are the defaults)
     phases: ClassVar[tuple[str, ...]] = ("train",)
     needs_teacher: ClassVar[bool] = False
     same_family_teacher: ClassVar[bool] = False  # LIT: the teacher's sections feed the student's
@@ -153,8 +155,20 @@ class Method:
         raise NotImplementedError(f"{type(self).__name__} implements neither losses() nor updates()")
 
 
-METHODS: Registry[type[Method]] = Registry("method")
+METHODS: Registry[type[Method]] = Registry(catalog.METHODS)
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
-    return METHODS.register(name)
+    """Register a method class under `name`; its metadata (phases, uses, ...) comes from
+    the method's entry in `lit.catalog`, where planning reads it without importing torch."""
+    register = METHODS.register(name)
+
+    def decorate(cls: type[Method]) -> type[Method]:
+        entry = catalog.METHODS.get(name)
+        for key in catalog.MethodEntry.metadata_names():
+            if key in vars(cls):
+                raise ValueError(f"method {name!r}: set {key!r} in its lit/catalog.py entry, not on the class")
+            setattr(cls, key, getattr(entry, key))
+        return register(cls)
+
+    return decorate

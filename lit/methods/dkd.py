@@ -56,9 +56,6 @@ def dkd_terms(
 
 @register_method("dkd")
 class DecoupledKD(Method):
-    needs_teacher = True
-    uses = ("teacher", "dkd_alpha", "dkd_beta", "dkd_temperature", "dkd_warmup_epochs")
-
     def __init__(self, cfg, student, teacher=None, context=None):
         super().__init__(cfg, student, teacher, context)
         if cfg.dkd_warmup_epochs and "train" in self.context.active_phases and "train" not in self.context.phase_epochs:

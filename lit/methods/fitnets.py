@@ -64,10 +64,6 @@ def hint_regressor(student_channels: int, teacher_channels: int, dims: int, acti
 
 @register_method("fitnets")
 class FitNets(Method):
-    phases = ("hint", "train")
-    needs_teacher = True
-    uses = ("teacher", "hard_weight", "temperature", "hint_section", "regressor_activation", "tuned")
-
     def __init__(self, cfg, student, teacher=None, context=None):
         super().__init__(cfg, student, teacher, context)
         hint = default_hint_section(len(student.sections)) if cfg.hint_section is None else cfg.hint_section

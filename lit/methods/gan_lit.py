@@ -23,13 +23,6 @@ from lit.methods.losses import teacher_fed_section_mse
 
 @register_method("gan_lit")
 class GeneratorLIT(Method):
-    phases = ("lit", "finetune")
-    needs_teacher = True
-    same_family_teacher = True
-    selects_on_validation = False
-    image_scaling = "symmetric"
-    uses = ("teacher", "n_critic", "lambda_gp", "lambda_cls", "lambda_rec", "d_conv_dim", "d_repeat_num")
-
     def __init__(self, cfg, student, teacher=None, context=None):
         super().__init__(cfg, student, teacher, context)
         if len(student.sections) != len(teacher.sections):

@@ -9,9 +9,6 @@ from lit.methods.losses import kd_loss
 
 @register_method("kd")
 class KnowledgeDistillation(Method):
-    needs_teacher = True
-    uses = ("teacher", "hard_weight", "temperature", "tuned")
-
     def losses(self, phase, inputs, labels, progress):
         teacher_logits, _ = self.teacher_logits_and_feats(inputs)
         logits = self.student(inputs)

@@ -47,12 +47,6 @@ def running_stats_untouched(module: nn.Module) -> Iterator[None]:
 
 @register_method("lit")
 class LIT(Method):
-    phases = ("lit", "finetune")
-    needs_teacher = True
-    same_family_teacher = True
-    uses = ("teacher", "hard_weight", "temperature", "kd_weight", "kd_weight_schedule",
-            "copy_stem_head", "freeze_stem_head", "finetune_freeze_stem_head", "objective_scale", "tuned")
-
     def __init__(self, cfg, student, teacher=None, context=None):
         super().__init__(cfg, student, teacher, context)
         if len(student.sections) != len(teacher.sections):

@@ -113,9 +113,6 @@ def section_with_preactivation(section: nn.Module, x: torch.Tensor) -> tuple[tor
 
 @register_method("reviewkd")
 class ReviewKD(Method):
-    needs_teacher = True
-    uses = ("teacher", "reviewkd_weight", "reviewkd_warmup_epochs")
-
     def __init__(self, cfg, student, teacher=None, context=None):
         super().__init__(cfg, student, teacher, context)
         if cfg.reviewkd_warmup_epochs and "train" in self.context.active_phases and "train" not in self.context.phase_epochs:

@@ -120,10 +120,6 @@ def prune_block(block: nn.Module, remove: list[int]) -> None:
 
 @register_method("slimming")
 class NetworkSlimming(Method):
-    phases = ("sparsity", "finetune")
-    uses = ("sparsity", "prune_ratio")
-    reshapes_student = True
-
     def __init__(self, cfg, student, teacher=None, context=None):
         super().__init__(cfg, student, teacher, context)
         self.block_type = block_type_of(self.context.family, student)

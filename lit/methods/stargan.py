@@ -13,11 +13,6 @@ from lit.methods.base import Method, register_method
 
 @register_method("stargan")
 class StarGAN(Method):
-    phases = ("gan",)
-    selects_on_validation = False
-    image_scaling = "symmetric"
-    uses = ("n_critic", "lambda_gp", "lambda_cls", "lambda_rec", "d_conv_dim", "d_repeat_num")
-
     def __init__(self, cfg, student, teacher=None, context=None):
         super().__init__(cfg, student, teacher, context)
         self.extra = nn.ModuleDict({DISCRIMINATOR: build_discriminator(cfg, self.context.input_shape, student.c_dim)})

@@ -1,6 +1,6 @@
-"""Sectioned model families and their registry."""
+"""Sectioned model families and their registry (a family's module is imported on first use;
+the names are in `lit.catalog`)."""
 
-from lit.models import resnet, resnext, stargan, torchvision_resnet, torchvision_vit, vdcnn  # noqa: F401  (registers the families)
 from lit.models.base import Sectioned
 from lit.models.registry import MODELS, build_model, register_model
 

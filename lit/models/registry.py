@@ -6,10 +6,11 @@ from typing import Any, Callable
 
 from torch import nn
 
+from lit import catalog
 from lit.models.pruned import apply_pruned
 from lit.runtime.registry import Registry
 
-MODELS: Registry[Callable[..., nn.Module]] = Registry("model family")
+MODELS: Registry[Callable[..., nn.Module]] = Registry(catalog.MODELS)
 register_model = MODELS.register
 
 

@@ -157,7 +157,7 @@ def init_weights(model: nn.Module) -> None:
 
 
 # revision 2: the official code's embedding of 69 ids without padding_idx, stem without bias, fan_in init
-@register_model("vdcnn", revision=2)
+@register_model("vdcnn")
 def vdcnn(
     depth: int,
     in_channels: int | None = None,

@@ -1,48 +1,58 @@
-"""A tiny name -> factory registry shared by models, data sets and methods.
+"""Name -> implementation registries for models, data sets and methods, over `lit.catalog`.
 
-An entry has a revision (1 unless given): raise it when a change to the code behind a name
-changes what a run computes with the same config (a model family's layers, a data set's
-encoding). Run ids (`lit.engine.runconfig.config_hash`) include every revision above 1,
-so such a change gives new run ids, and the pipeline does not reuse runs made before it."""
+The catalogue lists what exists (and each name's revision) without importing anything; an
+implementation registers itself under a catalogued name from the module the catalogue
+names, and `get` imports that module on first use. So a process imports only the code it
+runs, and planning imports none of it."""
 
 from __future__ import annotations
 
+import importlib
 from typing import Callable, Generic, TypeVar
+
+from lit.catalog import Catalog, Entry
 
 T = TypeVar("T")
 
 
 class Registry(Generic[T]):
-    """Maps names to factories; a decorator registers, `get` names what exists on a miss."""
+    """Catalogued names -> factories; a decorator registers, `get` names what exists on a miss."""
 
-    def __init__(self, kind: str) -> None:
-        self.kind = kind
+    def __init__(self, catalog: Catalog) -> None:
+        self.catalog = catalog
+        self.kind = catalog.kind
         self._entries: dict[str, T] = {}
-        self._revisions: dict[str, int] = {}
 
-    def register(self, name: str, revision: int = 1) -> Callable[[T], T]:
+    def register(self, name: str) -> Callable[[T], T]:
         def decorate(factory: T) -> T:
+            if name not in self.catalog:
+                raise ValueError(f"{self.kind} {name!r} is not in lit/catalog.py: add its entry there")
+            module = self.catalog.get(name).module
+            if factory.__module__ != module:
+                raise ValueError(f"{self.kind} {name!r} is registered from {factory.__module__}, but lit/catalog.py says {module}")
             if name in self._entries:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = factory
-            self._revisions[name] = revision
             return factory
 
         return decorate
 
+    def entry(self, name: str) -> Entry:
+        return self.catalog.get(name)  # an unknown name says what exists
+
     def get(self, name: str) -> T:
-        try:
-            return self._entries[name]
-        except KeyError:
-            known = ", ".join(sorted(self._entries)) or "none"
-            raise KeyError(f"unknown {self.kind} {name!r} (known: {known})") from None
+        if name not in self._entries:
+            module = self.entry(name).module
+            importlib.import_module(module)
+            if name not in self._entries:
+                raise ValueError(f"{self.kind} {name!r}: module {module} does not register it")
+        return self._entries[name]
 
     def revision(self, name: str) -> int:
-        self.get(name)  # an unknown name says what exists
-        return self._revisions[name]
+        return self.entry(name).revision
 
     def names(self) -> list[str]:
-        return sorted(self._entries)
+        return self.catalog.names()
 
     def __contains__(self, name: str) -> bool:
-        return name in self._entries
+        return name in self.catalog
