@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import time
@@ -125,11 +124,18 @@ def test_tuning_stage_feeds_its_choice_into_the_final_runs(tiny_project):
     assert table.loc[table["method"] == "lit", "kd_weight"].item() == tuned["kd_weight"]
 
 
-def test_killed_job_reruns_without_redoing_finished_jobs(tiny_project):
+def test_killed_job_under_device_slots_resumes_without_redoing_finished_jobs(tiny_project, monkeypatch):
+    """A job SIGKILLed mid-run (Snakemake with it) is rerun alone and continues from its
+    last complete epoch; the finished jobs stay as they are. The run trains under device
+    slots (`gpu_slots_per_device`, the gpu profile's; two faked GPUs here): it takes one
+    and says which in its log and summary. (That LIT_TRAIN_PROCESSES makes `lit train`
+    data-parallel: tests/test_distributed.py.)"""
+    monkeypatch.setenv("LIT_FAKE_DEVICE_COUNT", "2")
+    monkeypatch.setenv("LIT_DEVICE_SLOT_DIR", str(tiny_project / "slots"))
     # long enough that the kill, a moment after the first epoch's checkpoint, lands mid-phase
     config = tiny_config(student_overrides={"train.phases.lit.epochs": 6, "train.phases.lit.milestones": []})
     config["experiments"]["tiny"]["students"]["methods"] = ["lit"]
-    write_config(tiny_project, config)
+    write_config(tiny_project, {**config, "gpu_slots_per_device": 2})
     plan = plan_experiments(config, workdir=tiny_project)
     student = next(run for run in plan.runs if run.method == "lit")
     state = tiny_project / student.run_dir / "checkpoints" / "state.pt"
@@ -155,24 +161,15 @@ def test_killed_job_reruns_without_redoing_finished_jobs(tiny_project):
     epochs = [int(e) for e in re.findall(r"\] epoch (\d+) ", log)]
     assert epochs[0] > 1, "the killed job must resume from its last complete epoch, not start over"
     assert epochs[-1] == 7 and epochs == list(range(epochs[0], 8))  # 6 LIT epochs, then 1 fine-tuning
+    # the resumed session (whose log this is: Snakemake starts a rerun job's log afresh) took a slot
+    assert re.search(r"device slot: cuda:[01] slot 0 of 2 \(fake\)", log), log[-2000:]
+    assert json.loads((tiny_project / student.run_dir / "summary.json").read_text())["device_slot"]["fake"] is True
     assert planned_jobs(tiny_project) == {}
 
 
-def test_device_slots_and_processes_rerun_nothing_and_slots_reach_lit_train(tiny_project, monkeypatch):
+def test_device_slots_and_processes_rerun_nothing(tiny_project):
     """`gpu_slots_per_device` (the gpu profile's) and `train_processes` change no finished
-    run (they reach `lit train` in the shell prefix, not in its command); a run trained
-    under slots takes one (two faked GPUs here) and says which in its log. (That
-    LIT_TRAIN_PROCESSES makes `lit train` data-parallel: tests/test_distributed.py.)"""
-    monkeypatch.setenv("LIT_FAKE_DEVICE_COUNT", "2")
-    monkeypatch.setenv("LIT_DEVICE_SLOT_DIR", str(tiny_project / "slots"))
+    run: they reach `lit train` in the shell prefix, not in its command."""
     config = with_fitnets(tiny_config())
     write_config(tiny_project, {**config, "gpu_slots_per_device": 2, "train_processes": 2})
     assert planned_jobs(tiny_project) == {}, "moving a finished sweep onto other hardware must not retrain it"
-    write_config(tiny_project, {**config, "gpu_slots_per_device": 2})
-    scratch = next(run for run in plan_experiments(config, workdir=tiny_project).runs
-                   if run.method == "scratch" and run.role == "student")
-    shutil.rmtree(tiny_project / scratch.run_dir)  # as the README says to retrain a run
-    snakemake(tiny_project, "--cores", "2")
-    log = (tiny_project / "results" / "logs" / "tiny" / "train" / f"{scratch.run_id}.log").read_text()
-    assert re.search(r"device slot: cuda:[01] slot 0 of 2 \(fake\)", log), log[-2000:]
-    assert json.loads((tiny_project / scratch.run_dir / "summary.json").read_text())["device_slot"]["fake"] is True
