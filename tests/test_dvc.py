@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 from pathlib import Path
 
@@ -33,7 +34,7 @@ def test_the_readme_dvc_block_works_verbatim_on_a_fresh_clone(tmp_path):
     committed: `.dvc/` and `dvc.yaml`) whose pipeline config is the tiny one: `dvc repro`
     runs the pipeline, push to a local remote, clone again elsewhere, pull, and Snakemake
     has nothing to do."""
-    (commands,) = readme_dvc_blocks()
+    commands, experiment = readme_dvc_blocks()
     assert len(commands) == 3 and commands[0].startswith("dvc remote add -d store /path/to/remote"), commands
     assert "<url>" in commands[2] and "<folder>" in commands[2], commands
     clone, remote, elsewhere = tmp_path / "clone", tmp_path / "remote", tmp_path / "elsewhere"
@@ -59,4 +60,22 @@ def test_the_readme_dvc_block_works_verbatim_on_a_fresh_clone(tmp_path):
     assert "Nothing to be done" in output, output[-3000:]
     assert list((elsewhere / "results" / "runs" / "tiny").glob("lit-*/checkpoints/best.pt"))
     assert "up to date" in run_checked([str(BIN / "dvc"), "status"], elsewhere).lower()
+
+    # DVC experiments: one value changed reruns the stage, in which Snakemake redoes only
+    # what reads the value (the tables), no training run; `dvc exp show` lists it
+    assert len(experiment) == 2 and experiment[0].startswith("dvc exp run -S 'config/config.yaml:report.tolerance="), experiment
+    trained = {path: path.stat().st_mtime_ns for path in (clone / "results" / "runs").rglob("summary.json")}
+    assert trained, "the first repro trained nothing"
+    tolerance = float(experiment[0].split("=")[1].rstrip("'"))
+    bash(experiment[0], clone)
+    assert {path: path.stat().st_mtime_ns for path in (clone / "results" / "runs").rglob("summary.json")} == trained
+    compression = (clone / "results" / "tiny" / "tiny-compression.csv").read_text()
+    assert f"{tolerance}" in compression, "the tables were not remade with the new tolerance"
+    assert "report.tolerance" in bash(experiment[1], clone)
+    (workspace, *experiments) = json.loads(run_checked([str(BIN / "dvc"), "exp", "show", "--json"], clone))
+    runs = [rev for entry in experiments for rev in entry.get("experiments") or []]
+    assert len(runs) == 1, experiments
+    data = runs[0]["revs"][0]["data"]
+    assert data["params"]["config/config.yaml"]["data"]["report"]["tolerance"] == tolerance
+    assert 0 <= data["metrics"]["results/metrics.json"]["data"]["tiny"]["lit"]["depth8"]["test_acc_selected"] <= 1
 

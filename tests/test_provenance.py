@@ -40,7 +40,8 @@ def test_summary_and_eval_say_what_made_them(evaluated_run, file):
     record = json.loads((evaluated_run / file).read_text())["provenance"]
     if (ROOT / ".git").exists():
         assert record["git_commit"] == git("rev-parse", "HEAD")
-        assert record["git_dirty"] == bool(git("status", "--porcelain", "--untracked-files=no"))
+        assert record["git_dirty"] == bool(git("status", "--porcelain", "--untracked-files=no", "--", ".",
+                                                ":(exclude)results", ":(exclude)dvc.lock"))
     assert record["packages"]["torch"].split("+")[0] == torch.__version__.split("+")[0]
     assert record["python"] == ".".join(map(str, sys.version_info[:3]))
     assert record["device"] == "cpu" and record["device_name"] and isinstance(record["threads"], int)
@@ -89,3 +90,33 @@ def test_a_table_of_one_commit_and_device_has_no_warning(tmp_path):
     aggregate_runs(dirs, tmp_path / "table.csv")
     paths = write_report(tmp_path / "table.csv", tmp_path / "out")
     assert "Warning" not in next(p for p in paths if p.name.endswith("summary.md")).read_text()
+
+
+def test_rewritten_results_are_not_uncommitted_code_but_a_changed_module_is(tmp_path, monkeypatch):
+    """A pipeline rewrites the committed reference tables as it runs (the tuning table
+    before the students train): its later runs must not say they come from dirty code."""
+    def run_git(*args: str) -> None:
+        subprocess.run(["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t.invalid", *args],
+                       check=True, capture_output=True)
+
+    (tmp_path / "lit").mkdir()
+    (tmp_path / "lit" / "module.py").write_text("x = 1\n")
+    (tmp_path / "results" / "exp").mkdir(parents=True)
+    (tmp_path / "results" / "exp" / "table.csv").write_text("a\n1\n")
+    run_git("init", "-q")
+    run_git("add", ".")
+    run_git("commit", "-qm", "reference")
+    monkeypatch.setattr(provenance_module, "SOURCE", tmp_path)
+
+    def dirty() -> bool:
+        provenance_module.git_state.cache_clear()
+        return provenance_module.git_state()["git_dirty"]
+
+    try:
+        assert dirty() is False
+        (tmp_path / "results" / "exp" / "table.csv").write_text("a\n2\n")
+        assert dirty() is False, "a rewritten reference table is an output, not a code change"
+        (tmp_path / "lit" / "module.py").write_text("x = 2\n")
+        assert dirty() is True
+    finally:
+        provenance_module.git_state.cache_clear()

@@ -21,6 +21,7 @@ from lit import __version__
 
 KEY_PACKAGES = ("torch", "torchvision", "numpy", "scikit-learn", "torch-pruning", "onnx", "onnxruntime", "snakemake")
 SOURCE = Path(__file__).resolve().parents[2]  # the checkout `lit` is imported from
+OUTPUTS = ("results", "dvc.lock")  # what running the pipeline writes into the checkout (not code)
 
 
 def now() -> str:
@@ -30,8 +31,11 @@ def now() -> str:
 
 @lru_cache(maxsize=1)
 def git_state() -> dict[str, Any]:
-    """The commit of the checkout `lit` runs from and whether tracked files differ from it;
-    None for both outside a git checkout (an installed wheel) or without git."""
+    """The commit of the checkout `lit` runs from and whether tracked files other than the
+    pipeline's outputs differ from it; None for both outside a git checkout (an installed
+    wheel) or without git. The committed reference results (`results/`) are outputs: a
+    pipeline rewrites them as it runs (the tuning table before the students train), which
+    must not mark its own later runs as made from uncommitted code."""
     def git(*args: str) -> str | None:
         try:
             result = subprocess.run(["git", "-C", str(SOURCE), *args], capture_output=True, text=True, timeout=10)
@@ -42,7 +46,7 @@ def git_state() -> dict[str, Any]:
     commit = git("rev-parse", "HEAD")
     if commit is None:
         return {"git_commit": None, "git_dirty": None}
-    status = git("status", "--porcelain", "--untracked-files=no")
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", *(f":(exclude){path}" for path in OUTPUTS))
     return {"git_commit": commit, "git_dirty": None if status is None else bool(status)}
 
 
