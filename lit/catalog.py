@@ -94,27 +94,30 @@ MODELS = Catalog("model family", [
     Entry("torchvision_vit", "lit.models.torchvision_vit"),
 ])
 
+# the student's start from the teacher's blocks (`lit.models.teacher_init`): read by every
+# classifier method with a teacher
+_INIT = ("student_init", "student_init_blocks")
 _GAN = ("n_critic", "lambda_gp", "lambda_cls", "lambda_rec", "d_conv_dim", "d_repeat_num")
 
 METHODS = Catalog("method", [
     MethodEntry("scratch", "lit.methods.scratch"),
-    MethodEntry("kd", "lit.methods.kd", needs_teacher=True, uses=("teacher", "hard_weight", "temperature", "tuned")),
+    MethodEntry("kd", "lit.methods.kd", needs_teacher=True, uses=("teacher", "hard_weight", "temperature", "tuned", *_INIT)),
     MethodEntry(
         "lit", "lit.methods.lit", phases=("lit", "finetune"), needs_teacher=True, same_family_teacher=True,
         uses=("teacher", "hard_weight", "temperature", "kd_weight", "kd_weight_schedule", "copy_stem_head",
-              "freeze_stem_head", "finetune_freeze_stem_head", "objective_scale", "tuned"),
+              "freeze_stem_head", "finetune_freeze_stem_head", "objective_scale", "tuned", *_INIT),
     ),
     MethodEntry(
         "fitnets", "lit.methods.fitnets", phases=("hint", "train"), needs_teacher=True,
-        uses=("teacher", "hard_weight", "temperature", "hint_section", "regressor_activation", "tuned"),
+        uses=("teacher", "hard_weight", "temperature", "hint_section", "regressor_activation", "tuned", *_INIT),
     ),
-    MethodEntry("at", "lit.methods.at", needs_teacher=True, uses=("teacher", "at_beta")),
+    MethodEntry("at", "lit.methods.at", needs_teacher=True, uses=("teacher", "at_beta", *_INIT)),
     MethodEntry(
         "dkd", "lit.methods.dkd", needs_teacher=True,
-        uses=("teacher", "dkd_alpha", "dkd_beta", "dkd_temperature", "dkd_warmup_epochs"),
+        uses=("teacher", "dkd_alpha", "dkd_beta", "dkd_temperature", "dkd_warmup_epochs", *_INIT),
     ),
     MethodEntry("reviewkd", "lit.methods.reviewkd", needs_teacher=True,
-                uses=("teacher", "reviewkd_weight", "reviewkd_warmup_epochs")),
+                uses=("teacher", "reviewkd_weight", "reviewkd_warmup_epochs", *_INIT)),
     MethodEntry("slimming", "lit.methods.slimming", phases=("sparsity", "finetune"),
                 uses=("sparsity", "prune_ratio"), reshapes_student=True),
     MethodEntry("stargan", "lit.methods.stargan", phases=("gan",), selects_on_validation=False,

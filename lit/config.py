@@ -50,6 +50,10 @@ class MethodConfig:
     copy_stem_head: bool = True  # LIT: the student's stem and head start as copies of the teacher's
     freeze_stem_head: bool = True  # LIT phase 1: stem and head are frozen
     finetune_freeze_stem_head: bool = True  # LIT phase 2: stem and head stay frozen (official CIFAR code)
+    # methods with a teacher: the student's sections start from a subset of the teacher's blocks
+    # (teacher_blocks; which ones: student_init_blocks = first | last | spaced), or fresh (the paper's)
+    student_init: Literal["fresh", "teacher_blocks"] = "fresh"
+    student_init_blocks: Literal["first", "last", "spaced"] = "spaced"
     hint_section: int | None = None  # FitNets: the hint/guided layer is the output of this section (None: the middle, (N - 1) // 2)
     objective_scale: float = 0.5  # LIT phase 1: factor on beta * KD + (1 - beta) * sum MSE (0.5: official CIFAR code, 1.0: official VDCNN code)
     regressor_activation: Literal["relu", "none"] = "relu"  # FitNets: non-linearity after the regressor's batch norm (relu: the hint's)

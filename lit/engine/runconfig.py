@@ -23,6 +23,9 @@ from lit.config import ConfigError, MethodConfig, RunConfig, from_dict, load_con
 UNHASHED_KEYS = (("data", "root"), ("data", "download"), ("train", "progress"), ("train", "checkpoint_every"),
                  ("train", "loggers"))
 
+# `method.*` keys added to methods that already had published run ids (see config_hash)
+LATER_KEYS = ("student_init", "student_init_blocks")
+
 
 def check_run_config(cfg: RunConfig) -> RunConfig:
     """`cfg` if every name it gives exists and its method has what it needs; else a
@@ -94,6 +97,12 @@ def config_hash(cfg: RunConfig, length: int = 10) -> str:
     # weight) leaves every existing run id as it was
     uses = METHODS.get(cfg.method.name).uses
     values["method"] = {key: value for key, value in values["method"].items() if key == "name" or key in uses}
+    # keys a method began to read after its runs had ids: hashed only when set away from
+    # their default, so that the runs made before keep their ids
+    defaults = MethodConfig()
+    for key in LATER_KEYS:
+        if key in values["method"] and values["method"][key] == getattr(defaults, key):
+            del values["method"][key]
     # the code revisions of the data set, family and method where raised above 1 (so that
     # the ids of runs untouched by such a change stay as they were)
     revisions = {kind: registry.revision(name) for kind, registry, name in (

@@ -34,6 +34,7 @@ from lit.methods import METHODS, Method
 from lit.methods.base import MethodContext, Step, Update
 from lit.models import build_model
 from lit.models.io import load_model, model_spec, save_model, unwrap
+from lit.models.teacher_init import init_from_teacher_blocks
 from lit.runtime.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from lit.runtime.device import autocast, compile_mode, compile_sectioned, resolve_device, resolve_precision
 from lit.runtime.distributed import Group, join, launched_processes, leave
@@ -164,6 +165,14 @@ class Trainer:
         method_class = METHODS.get(cfg.method.name)
         self.student, self.spec = build_student(cfg, self.data, initial_weights=not self.resuming)
         teacher = load_teacher(cfg, method_class, self.spec, self.device) if method_class.needs_teacher else None
+        # method.student_init: teacher_blocks; the map only when resuming (the weights are in the state)
+        self.student_init = None
+        if teacher is not None and "student_init" in method_class.uses and cfg.method.student_init == "teacher_blocks":
+            try:
+                self.student_init = init_from_teacher_blocks(
+                    self.student, teacher, cfg.method.student_init_blocks, copy=not self.resuming)
+            except ValueError as err:
+                raise ConfigError(f"config key 'method.student_init': {err}") from None
         self.phases = [p for p in method_class.phases if phase_length(cfg.train.phases[p]) > 0]
         context = MethodContext(
             input_shape=self.data.input_shape,
@@ -333,6 +342,9 @@ class Trainer:
             processes = f", {self.group.world_size} processes" if self.group.active else ""
             print(f"[{self.cfg.method.name}] device {self.device} ({device_name(self.device)}), "
                   f"{str(self.dtype).replace('torch.', '')}{processes}", file=sys.stderr, flush=True)
+            if self.student_init is not None:
+                print(f"[{self.cfg.method.name}] student init from teacher blocks ({self.cfg.method.student_init_blocks}), "
+                      f"per section: {self.student_init}", file=sys.stderr, flush=True)
         for phase_index in range(self.progress.phase_index, len(self.phases)):
             phase = self.phases[phase_index]
             settings = self.cfg.train.phases[phase]
@@ -526,6 +538,9 @@ class Trainer:
             "mean_images_per_s": sum(r["images_per_s"] for r in records) / max(len(records), 1),
             "device": str(self.device), "precision": str(self.dtype).replace("torch.", ""),
             "device_slot": self.device_slot,
+            # method.student_init: teacher_blocks: per section, per student block, the teacher block it started from
+            "student_init": None if self.student_init is None else {
+                "blocks": self.cfg.method.student_init_blocks, "teacher_block_per_student_block": self.student_init},
             "processes": self.group.world_size,  # > 1: data-parallel over torchrun's processes (costs: rank 0's)
             "seconds_this_session": seconds,
             "training_cost": self.account(),  # every session's wall and CPU seconds, peak memory
