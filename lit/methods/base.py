@@ -23,8 +23,8 @@ from typing import Any, Callable, ClassVar, Iterator
 import torch
 from torch import nn
 
-from lit.config import MethodConfig
 from lit import catalog
+from lit.config import MethodConfig
 from lit.runtime.registry import Registry
 
 MODEL_GROUP = "model"  # the parameter group of a method with a single optimiser
