@@ -161,6 +161,24 @@ def as_overrides(values: dict[str, Any]) -> tuple[str, ...]:
     return tuple(f"{key}={json.dumps(value)}" for key, value in values.items())
 
 
+def as_words(values: dict[str, Any], cfg: Any) -> dict[str, Any]:
+    """`values` with the booleans the config reads as words (`train.progress: off`) put back
+    as those words. YAML 1.2 tools that rewrite a pipeline config (`dvc exp run -S`) write
+    `off` unquoted, which Snakemake's YAML 1.1 reads as false: the commands and params of
+    the jobs must not depend on which tool last wrote the file."""
+    resolved = cfg.to_dict()
+
+    def word(key: str, value: Any) -> Any:
+        node: Any = resolved
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                return value
+            node = node[part]
+        return node if isinstance(node, str) else value
+
+    return {key: word(key, value) if isinstance(value, bool) else value for key, value in values.items()}
+
+
 def read_by(method: str, values: dict[str, Any]) -> dict[str, Any]:
     """The overrides `method` reads: the others (beta for KD, say) must not rerun it."""
     spec = METHODS.get(method)
@@ -192,7 +210,7 @@ def plan_run(experiment: str, where: str, role: str, base: str, values: dict[str
     prefix = TEACHER if role == TEACHER else method
     run_id = f"{prefix}-{cfg.model.family}{cfg.model.depth}-s{cfg.seed}-{digest}"
     return Run(experiment, run_id, role, method, cfg.model.depth, cfg.seed, base,
-               as_overrides(read_by(method, values)), teacher, tuned, results)
+               as_overrides(read_by(method, as_words(values, cfg))), teacher, tuned, results)
 
 
 def plan_tuning(name: str, exp: dict[str, Any], common: dict[str, Any], teacher: Run, results: str) -> Tuning:
@@ -202,7 +220,8 @@ def plan_tuning(name: str, exp: dict[str, Any], common: dict[str, Any], teacher:
     values.update({"model.depth": spec["depth"], "seed": spec.get("seed", 0)})
     values.update({"method.name": "lit", "method.teacher": teacher.run_dir})
     values.update({"train.selection": "val", "evaluate.test_every_epoch": False})  # as `lit tune` runs its trials
-    _, digest = resolve(name, "tune", students["config"], values)
+    cfg, digest = resolve(name, "tune", students["config"], values)
+    values = as_words(values, cfg)
     grids = {key: spec.get("grids", {}).get(key, []) for key in TUNED_GRIDS}
     text = json.dumps([digest, teacher.run_id, grids], sort_keys=True)
     out_dir = f"{results}/runs/{name}/tuning-{hashlib.sha256(text.encode()).hexdigest()[:10]}"

@@ -71,7 +71,8 @@ def test_the_readme_dvc_block_works_verbatim_on_a_fresh_clone(tmp_path):
     assert {path: path.stat().st_mtime_ns for path in (clone / "results" / "runs").rglob("summary.json")} == trained
     compression = (clone / "results" / "tiny" / "tiny-compression.csv").read_text()
     assert f"{tolerance}" in compression, "the tables were not remade with the new tolerance"
-    assert "report.tolerance" in bash(experiment[1], clone)
+    shown = bash(experiment[1], clone)
+    assert "report.tolerance" in shown and f"{tolerance}" in shown, shown
     (workspace, *experiments) = json.loads(run_checked([str(BIN / "dvc"), "exp", "show", "--json"], clone))
     runs = [rev for entry in experiments for rev in entry.get("experiments") or []]
     assert len(runs) == 1, experiments

@@ -137,6 +137,23 @@ def test_a_value_a_method_does_not_read_changes_neither_its_id_nor_its_command()
     assert f'method.teacher="{before.runs[0].run_dir}"' in kd.overrides
 
 
+def test_a_config_rewritten_by_a_yaml_1_2_tool_plans_the_same_commands():
+    """`dvc exp run -S` rewrites the config in YAML 1.2, where `off` is a plain word, which
+    Snakemake's YAML 1.1 then reads as false: the runs, their commands and the tuning's
+    must stay as they were, or every job would rerun."""
+    def with_progress(value):
+        config = tiny_config()
+        config["experiments"]["tiny"]["overrides"]["train.progress"] = value
+        config["experiments"]["tiny"]["tune"] = {"depth": 8, "grids": {"temperature": [2.0, 4.0]}}
+        return config
+
+    written, read_back = plan_of(with_progress("off")), plan_of(with_progress(False))
+    assert read_back.runs == written.runs and read_back.tunings == written.tunings
+    assert 'train.progress="off"' in written.runs[0].overrides
+    assert 'train.progress="on"' in plan_of(with_progress(True)).runs[0].overrides
+    assert yaml.safe_load("progress: off") == {"progress": False}  # what YAML 1.1 does with the word
+
+
 def test_a_tuning_stage_reruns_only_the_runs_that_read_the_tuned_values():
     plain = plan_of(tiny_config())
     tuned_config = tiny_config()
