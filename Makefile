@@ -31,9 +31,10 @@ run: $(STAMP)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/local --cores $(CORES)
 	$(BIN)/snakemake --workflow-profile workflow/profiles/local --cores $(CORES) --report results/report.html
 
-# CORES workers (pytest-xdist), one test file at a time each, slow files first (tests/conftest.py)
+# CORES workers (pytest-xdist), one test file at a time each, slow files first (tests/conftest.py;
+# --no-loadscope-reorder keeps that order: by default xdist sends the files with most tests first)
 test: $(STAMP)
-	$(BIN)/python -m pytest -n $(CORES) --dist loadfile --durations=15
+	$(BIN)/python -m pytest -n $(CORES) --dist loadfile --no-loadscope-reorder --durations=15
 
 # what runs produced, never the committed reference results (results/<experiment>/ tables
 # and figures): run directories, logs and Snakemake's records

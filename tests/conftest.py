@@ -27,8 +27,9 @@ DIGITS_BASE = ("data.name=digits", "train.threads=1", "train.progress=off", "tra
 
 
 # among the slow files, these first: the SLURM test mostly waits for the cluster's status
-# checks (a worker's wait is the other's CPU), and the tiny-project file is the longest chain
-FIRST_FILES = ("test_pipeline_slurm.py", "test_workflow.py")
+# checks (a worker's wait is the other's CPU), the tiny-project file is the longest chain,
+# and the README's quick start, started late, ran alone at the end (75 s on one core)
+FIRST_FILES = ("test_pipeline_slurm.py", "test_workflow.py", "test_readme.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

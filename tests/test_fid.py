@@ -72,19 +72,13 @@ def test_fid_matches_pytorch_fid_on_the_same_weights(real_images, fake_images, r
 
 
 def test_joint_span_distance_equals_pytorch_fid_full_distance():
-    """The fast path for small sets against pytorch-fid's statistics and distance in full dimension."""
+    """The fast path for small sets against pytorch-fid's statistics and distance in full
+    dimension (here 300-d; with the features equal to pytorch-fid's, above, this is its
+    whole path without a 2048-d matrix square root, which took 30 s of the suite)."""
     rng = np.random.default_rng(0)
     real, fake = rng.normal(1.0, 2.0, (COUNT, 300)), rng.normal(0.0, 1.5, (COUNT + 3, 300))
     full = reference_distance(real, fake, full_dimension=True)
     assert abs(frechet_distance_of_features(real, fake) - full) / full < 1e-6
-
-
-@pytest.mark.slow
-def test_fid_matches_pytorch_fid_in_full_dimension(real_images, fake_images, reference_features):
-    """pytorch-fid's whole path, 2048-d matrix square root included (tens of seconds)."""
-    ours = fid(real_images, fake_images, batch_size=COUNT)
-    reference = reference_distance(*reference_features, full_dimension=True)
-    assert abs(ours - reference) / reference < 1e-3
 
 
 def test_generator_range_maps_minus_one_to_black_not_clipped():

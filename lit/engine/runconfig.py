@@ -1,4 +1,4 @@
-"""A run config checked against the registries, and its content hash.
+"""A run config checked against the catalogue, and its content hash.
 
 `lit.config` knows the keys and their types; this module checks them against `lit.catalog`
 (which data sets, families, methods and phases exist and which `method.*` keys and phases
