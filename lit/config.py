@@ -24,7 +24,7 @@ class ConfigError(ValueError):
 
 @dataclass
 class DataConfig:
-    name: str = "digits"  # a registered data set (see `lit.data.DATASETS`)
+    name: str = "digits"  # a registered data set (listed in `lit.catalog`)
     root: str = "data"  # where data sets are downloaded and cached
     download: bool = False  # allow downloading a missing data set
     val_fraction: float = 0.1  # share of the training set held out for validation and selection
@@ -34,14 +34,14 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    family: str = "resnet"  # a registered sectioned family (see `lit.models.MODELS`)
+    family: str = "resnet"  # a registered sectioned family (listed in `lit.catalog`)
     depth: int = 20
     options: dict[str, Any] = field(default_factory=dict)  # the family's own options (widths, cardinality, ...)
 
 
 @dataclass
 class MethodConfig:
-    name: str = "scratch"  # scratch | kd | lit | fitnets | at | dkd | reviewkd | slimming | stargan | gan_lit (see `lit.methods.METHODS`)
+    name: str = "scratch"  # scratch | kd | lit | fitnets | at | dkd | reviewkd | slimming | stargan | gan_lit (listed in `lit.catalog`)
     teacher: str | None = None  # teacher run directory (its selected checkpoint) or a checkpoint file
     hard_weight: float = 0.95  # alpha: weight of the HARD-label cross-entropy in KD (LIT code convention)
     temperature: float = 6.0  # tau: softening temperature of KD
