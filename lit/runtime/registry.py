@@ -48,9 +48,6 @@ class Registry(Generic[T]):
                 raise ValueError(f"{self.kind} {name!r}: module {module} does not register it")
         return self._entries[name]
 
-    def revision(self, name: str) -> int:
-        return self.entry(name).revision
-
     def names(self) -> list[str]:
         return self.catalog.names()
 
