@@ -13,7 +13,7 @@ from torchvision.datasets import CIFAR10
 
 import lit.data.imagefolder as imagefolder_module
 from _fixtures_images import CIFAR_ARCHIVE, CIFAR_CLASSES, make_cifar_archive, make_image_tree, serve_folder
-from lit.data import Augment, Batches, DataSplits, Split, build_data
+from lit.data import Augment, Batches, BatchStream, DataSplits, Split, build_data
 from lit.data.base import channel_stats, stratified_holdout
 from lit.data.loader import random_crop, random_flip
 
@@ -103,6 +103,23 @@ def test_eval_batches_are_in_order_unaugmented_and_cover_the_split_once():
     mean = torch.tensor(data.mean).view(1, 3, 1, 1) * 255
     std = torch.tensor(data.std).view(1, 3, 1, 1) * 255
     assert torch.allclose(images, (data.train.inputs.float() - mean) / std, atol=1e-5)
+
+
+def test_indexed_batches_and_the_stream_give_each_examples_row_in_the_split():
+    data = synthetic_data()  # labels 0..29: a row's label is its row
+    batches = Batches(data.train, data, batch_size=7, train=False)
+    for (rows, inputs, labels), (plain_inputs, plain_labels) in zip(batches.indexed(), batches):
+        assert torch.equal(labels, rows) and torch.equal(inputs, plain_inputs) and torch.equal(labels, plain_labels)
+    shuffled = Batches(data.train, data, batch_size=7, train=True, generator=torch.Generator().manual_seed(3))
+    rows = [r for r, _, labels in shuffled.indexed() if torch.equal(r, labels)]
+    assert len(rows) == 4 and len(set(torch.cat(rows).tolist())) == 28
+    stream = BatchStream(Batches(data.train, data, batch_size=8, train=True, generator=torch.Generator().manual_seed(4)))
+    seen = []
+    for _ in range(3):  # one pass of 30 rows holds 3 full batches
+        rows, _, labels = stream.next()
+        assert torch.equal(rows, labels)
+        seen += rows.tolist()
+    assert len(set(seen)) == 24
 
 
 def test_training_batches_shuffle_and_drop_the_last_partial_batch():

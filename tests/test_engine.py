@@ -312,6 +312,33 @@ def test_sigkill_mid_run_then_cli_resume_matches_an_uninterrupted_run(tmp_path, 
     assert results[0]["test_acc_last"] > 0.5  # it did learn: equality is not of two broken runs
 
 
+def test_every_step_carries_its_examples_rows_in_the_training_split(tmp_path, monkeypatch):
+    """The method contract: `Step.indices` are the batch's rows in the training split, whose
+    labels by row are `MethodContext.train_labels` (what CRD's memory bank is indexed by)."""
+    from lit.methods import METHODS
+
+    scratch, seen = METHODS.get("scratch"), []
+    original = scratch.updates
+
+    def recording(self, step, inputs, labels):
+        seen.append((step.indices.clone(), labels.clone(), self.context.train_labels))
+        yield from original(self, step, inputs, labels)
+
+    monkeypatch.setattr(scratch, "updates", recording)
+    cfg = digits_config("method.name=scratch", "train.phases.train={epochs: 2, lr: 0.05, milestones: []}")
+    trainer = Trainer(cfg, tmp_path / "run")
+    trainer.run()
+    train_labels = trainer.data.train.labels
+    steps = len(trainer.train_batches)
+    assert len(seen) == 2 * steps
+    for rows, labels, context_labels in seen:
+        assert context_labels is train_labels and torch.equal(train_labels[rows], labels)
+    for epoch in range(2):  # every epoch visits distinct rows, in a new order
+        rows = torch.cat([r for r, _, _ in seen[epoch * steps : (epoch + 1) * steps]])
+        assert len(rows) == steps * cfg.train.batch_size == len(set(rows.tolist()))
+    assert not torch.equal(seen[0][0], seen[steps][0])
+
+
 def test_resuming_with_a_changed_config_is_refused_naming_the_key(tmp_path):
     cfg = digits_config("model.depth=8", "train.phases.train={epochs: 1, lr: 0.05}")
     train(cfg, tmp_path / "run")

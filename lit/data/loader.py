@@ -38,7 +38,8 @@ def augment_batch(images: torch.Tensor, augment: Augment, generator: torch.Gener
 
 
 class Batches:
-    """Iterates one split in batches of (inputs, labels) on `device`.
+    """Iterates one split in batches of (inputs, labels) on `device`; `indexed()` gives
+    each batch's rows in the split as well (what a method keeping per-example state reads).
 
     Images come out as float tensors (in `memory_format`), standardised with the training
     split's statistics, or scaled to [-1, 1] with `scaling="symmetric"` (what a generator
@@ -79,6 +80,11 @@ class Batches:
         return full if self.train and full > 0 else full + bool(rest)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        for _, inputs, labels in self.indexed():
+            yield inputs, labels
+
+    def indexed(self) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """(rows, inputs, labels) per batch: `rows` are the examples' positions in the split."""
         count = len(self.labels)
         if self.train:
             order = torch.randperm(count, generator=self.generator, device=self.device)
@@ -86,7 +92,7 @@ class Batches:
             order = torch.arange(count, device=self.device)
         for step in range(len(self)):
             index = order[step * self.batch_size : (step + 1) * self.batch_size]
-            yield self.prepare(self.inputs[index]), self.labels[index]
+            yield index, self.prepare(self.inputs[index]), self.labels[index]
 
     def prepare(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.kind != "image":
@@ -109,14 +115,15 @@ class BatchStream:
         self.order: torch.Tensor | None = None
         self.cursor = 0
 
-    def next(self) -> tuple[torch.Tensor, torch.Tensor]:
+    def next(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(rows, inputs, labels) of the next batch, as `Batches.indexed`."""
         batches, size = self.batches, self.batches.batch_size
         if self.order is None or self.cursor + size > len(self.order):
             self.order = torch.randperm(len(batches.labels), generator=batches.generator, device=batches.device)
             self.cursor = 0
         index = self.order[self.cursor : self.cursor + size]
         self.cursor += size
-        return batches.prepare(batches.inputs[index]), batches.labels[index]
+        return index, batches.prepare(batches.inputs[index]), batches.labels[index]
 
     def state_dict(self) -> dict:
         return {"order": None if self.order is None else self.order.cpu(), "cursor": self.cursor}

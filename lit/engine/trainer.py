@@ -15,7 +15,7 @@ from __future__ import annotations
 import resource
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -180,6 +180,7 @@ class Trainer:
             teacher_extras=load_teacher_extras(cfg.method.teacher) if teacher is not None else None,
             family=cfg.model.family,
             phase_epochs={p: cfg.train.phases[p].epochs for p in self.phases if cfg.train.phases[p].iterations is None},
+            train_labels=self.data.train.labels,
         )
         try:
             self.method: Method = method_class(cfg.method, self.student, teacher, context)
@@ -392,6 +393,8 @@ class Trainer:
         every update are the whole batch's before its optimiser steps."""
         total = len(labels)
         inputs, labels = self.group.shard(inputs), self.group.shard(labels)
+        if step.indices is not None:
+            step = replace(step, indices=self.group.shard(step.indices))
         updates = self.method.updates(step, inputs, labels)
         while True:
             with autocast(self.device, self.dtype):
@@ -414,9 +417,10 @@ class Trainer:
         self.method.train_mode()
         steps, epoch = len(self.train_batches), self.progress.epoch_in_phase
         meter = Meter(self.device)
-        for index, (inputs, labels) in enumerate(self.progress_bar(self.train_batches, f"{phase} epoch {epoch + 1}", steps)):
+        batches = self.train_batches.indexed()
+        for index, (rows, inputs, labels) in enumerate(self.progress_bar(batches, f"{phase} epoch {epoch + 1}", steps)):
             lrs = self.set_learning_rates(settings, epoch, index, steps)
-            step = Step(phase, epoch * steps + index, (epoch + index / steps) / max(settings.epochs, 1), self.loader_rng)
+            step = Step(phase, epoch * steps + index, (epoch + index / steps) / max(settings.epochs, 1), self.loader_rng, rows)
             self.train_step(step, inputs, labels, meter, self.should_check(index, steps))
         return {**meter.record(phase, lrs, self.group), "phase_epoch": epoch + 1}
 
@@ -428,8 +432,9 @@ class Trainer:
         meter = Meter(self.device)
         for index in self.progress_bar(range(progress.iteration_in_phase, total), phase, total, progress.iteration_in_phase):
             lrs = self.set_learning_rates(settings, 0, index, total)
-            inputs, labels = self.stream.next()
-            self.train_step(Step(phase, index, index / total, self.loader_rng), inputs, labels, meter, self.should_check(index, total))
+            rows, inputs, labels = self.stream.next()
+            step = Step(phase, index, index / total, self.loader_rng, rows)
+            self.train_step(step, inputs, labels, meter, self.should_check(index, total))
             progress.iteration_in_phase, progress.iteration = index + 1, progress.iteration + 1
             done = index + 1
             checkpoint = done % train.checkpoint_every == 0 or done == total

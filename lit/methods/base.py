@@ -7,7 +7,12 @@ terms, steps that group's optimiser and logs every term. A classifier method imp
 `losses` (one update a batch); a method with several players (a GAN's generator and
 discriminator) implements `updates`. A method never touches optimisers, data loaders or
 files; modules it trains beside the student (a regressor, a discriminator) are its
-`extra_modules`, which the engine checkpoints and restores. A method that changes the
+`extra_modules`, which the engine checkpoints and restores (buffers too: a memory bank
+resumes exactly). Every training step carries its examples' rows in the training split
+(`Step.indices`) and the context the split's labels by row (`MethodContext.train_labels`),
+so a method may keep per-example state or draw examples by class (CRD's negatives); a
+classifier method that needs the step implements `updates` instead of `losses`. A
+method that changes the
 student's architecture (network slimming prunes it) does so only at the start of a phase,
 in `reshape_student`, and returns the new model spec options; the engine then moves the
 new modules to its device, builds the phase's optimisers on them, records the spec in
@@ -49,6 +54,9 @@ class Step:
     index: int  # steps done in this phase before this one
     progress: float  # fraction of the phase done, in [0, 1]
     rng: torch.Generator
+    # the batch's rows in the training split (`MethodContext.train_labels`), on the training
+    # device, in the batch's order; in a data-parallel run, this rank's slice
+    indices: torch.Tensor | None = None
 
 
 @dataclass
@@ -60,6 +68,8 @@ class MethodContext:
     teacher_extras: dict[str, Any] | None = None  # the teacher run's own extra modules' weights (a GAN's discriminator)
     family: str = ""  # the student's model family (`model.family`)
     phase_epochs: dict[str, int] = field(default_factory=dict)  # the length of each epoch-based phase, in epochs
+    # the training split's labels by row (CPU): its size, and each `Step.indices` row's label
+    train_labels: torch.Tensor | None = None
 
 
 class Method:
