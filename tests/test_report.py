@@ -329,11 +329,13 @@ def test_one_table_with_two_experiments_gives_each_its_own_files(tmp_path):
 
 
 def test_the_weights_a_table_shows_are_the_ones_each_method_reads():
-    """The report reads files only (no torch): its list of the KD/LIT weights each method
-    reads must be the methods' own `uses`, so that a table never shows a weight a run ignored."""
+    """The report reads files only (no torch): the KD/LIT weights it shows for a method must
+    be the ones the method's class reads, so that a table never shows a weight a run ignored."""
     from lit.methods import METHODS
-    from lit.report.aggregate import METHOD_WEIGHTS, WEIGHT_NAMES
+    from lit.report.aggregate import WEIGHT_NAMES, method_weights
 
     for name in METHODS.names():
         reads = tuple(weight for weight in WEIGHT_NAMES if weight in METHODS.get(name).uses)
-        assert METHOD_WEIGHTS.get(name, WEIGHT_NAMES) == reads, name
+        assert method_weights(name) == reads, name
+    assert method_weights("kd") == ("hard_weight", "temperature") and method_weights("lit") == WEIGHT_NAMES
+    assert method_weights("a-method-of-another-version") == WEIGHT_NAMES

@@ -26,6 +26,7 @@ from typing import Any, Iterable
 import pandas as pd
 import yaml
 
+from lit import catalog
 from lit.runtime.files import atomic_write_text
 
 COLUMNS = [
@@ -44,12 +45,16 @@ NUMERIC_COLUMNS = [column for column in COLUMNS if column not in TEXT_COLUMNS]
 
 TEACHER_METHODS = {"stargan"}  # methods that only ever train a teacher
 NO_TEACHER_METHODS = {"scratch", "stargan"}  # methods that learn from labels alone
-# The KD/LIT weights each method reads (hard_weight = alpha, temperature = tau, kd_weight = beta);
-# a distillation method not listed here keeps all three, since which it uses is unknown.
-# (tests/test_report.py checks it against every method's `uses`: the report imports no torch)
-METHOD_WEIGHTS = {"scratch": (), "stargan": (), "gan_lit": (), "kd": ("hard_weight", "temperature"),
-                  "fitnets": ("hard_weight", "temperature"), "at": (), "dkd": (), "reviewkd": (), "slimming": ()}
 WEIGHT_NAMES = ("hard_weight", "temperature", "kd_weight")
+
+
+def method_weights(method: str) -> tuple[str, ...]:
+    """The KD/LIT weights (hard_weight = alpha, temperature = tau, kd_weight = beta) that
+    `method` reads, from its catalogue entry (torch-free); all three for a method the
+    catalogue lacks, since which it reads is unknown."""
+    if method not in catalog.METHODS:
+        return WEIGHT_NAMES
+    return tuple(weight for weight in WEIGHT_NAMES if weight in catalog.METHODS.get(method).uses)
 # the timings of a speed-stage file: PyTorch per device, ONNX Runtime per execution provider (`lit speed --onnx`)
 SPEED_ENGINES = ("cpu", "cuda", "onnxruntime-cpu", "onnxruntime-cuda")
 
@@ -117,7 +122,7 @@ def read_run(run_dir: str | Path, timings: dict[str, dict[str, Any]] | None = No
         "teacher_run": None if method_name in NO_TEACHER_METHODS else teacher_folder_name(method.get("teacher")),
         "run_dir": str(run_dir),
     }
-    used = METHOD_WEIGHTS.get(method_name, WEIGHT_NAMES)
+    used = method_weights(method_name)
     row.update({name: method.get(name) if name in used else math.nan for name in WEIGHT_NAMES})
     row.update(accuracy_fields(evaluation))
     row.update(cost_fields(evaluation, (timings or {}).get(str(run_dir.resolve()))))
