@@ -118,6 +118,11 @@ METHODS = Catalog("method", [
     ),
     MethodEntry("reviewkd", "lit.methods.reviewkd", needs_teacher=True,
                 uses=("teacher", "reviewkd_weight", "reviewkd_warmup_epochs", *_INIT)),
+    MethodEntry(
+        "crd", "lit.methods.crd", needs_teacher=True,
+        uses=("teacher", "crd_gamma", "crd_alpha", "crd_beta", "crd_kd_temperature", "crd_feat_dim", "crd_nce_k",
+              "crd_nce_t", "crd_nce_m", *_INIT),
+    ),
     MethodEntry("slimming", "lit.methods.slimming", phases=("sparsity", "finetune"),
                 uses=("sparsity", "prune_ratio"), reshapes_student=True),
     MethodEntry("stargan", "lit.methods.stargan", phases=("gan",), selects_on_validation=False,

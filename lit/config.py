@@ -57,7 +57,7 @@ class MethodConfig:
     hint_section: int | None = None  # FitNets: the hint/guided layer is the output of this section (None: the middle, (N - 1) // 2)
     objective_scale: float = 0.5  # LIT phase 1: factor on beta * KD + (1 - beta) * sum MSE (0.5: official CIFAR code, 1.0: official VDCNN code)
     regressor_activation: Literal["relu", "none"] = "relu"  # FitNets: non-linearity after the regressor's batch norm (relu: the hint's)
-    # the baselines AT, DKD and ReviewKD: each key read by its own method only (named as in its paper)
+    # the baselines AT, DKD, ReviewKD and CRD: each key read by its own method only (named as in its paper or official code)
     at_beta: float = 1000.0  # AT (ICLR 2017): beta, weight of the summed attention losses (official code: beta * sum_j mean((Q_s - Q_t)^2))
     dkd_alpha: float = 1.0  # DKD (CVPR 2022): alpha, weight of TCKD (target-class KD)
     dkd_beta: float = 8.0  # DKD: beta, weight of NCKD (non-target-class KD); the official default (its CIFAR ResNet-56/110 pairs: 2.0)
@@ -65,6 +65,14 @@ class MethodConfig:
     dkd_warmup_epochs: int = 20  # DKD: TCKD and NCKD weighted min(epoch / this, 1), epochs counted from 1 (0: no warm-up)
     reviewkd_weight: float = 1.0  # ReviewKD (CVPR 2021): weight of the hierarchical context loss (the official code's default)
     reviewkd_warmup_epochs: int = 20  # ReviewKD: the HCL weighted min(epoch / this, 1), epochs counted from 0 (0: no warm-up)
+    crd_gamma: float = 1.0  # CRD (ICLR 2020) + KD: gamma, weight of the cross-entropy (official `-r`)
+    crd_alpha: float = 1.0  # CRD + KD: alpha, weight of KD (official `-a`; 1 in its CRD+KD runs)
+    crd_beta: float = 0.8  # CRD: beta, weight of the contrastive loss (official `-b`)
+    crd_kd_temperature: float = 4.0  # CRD + KD: T of its KD term (official `--kd_T`)
+    crd_feat_dim: int = 128  # CRD: dimension of the embeddings and memory banks (official `--feat_dim`)
+    crd_nce_k: int = 16384  # CRD: negatives per example (official `--nce_k`)
+    crd_nce_t: float = 0.07  # CRD: temperature of the contrast scores (official `--nce_t`)
+    crd_nce_m: float = 0.5  # CRD: momentum of the memory banks' update (official `--nce_m`)
     tuned: str | None = None  # a tuned.json of `lit tune`: its temperature, hard_weight and kd_weight replace these keys
     sparsity: float = 1e-4  # slimming: lambda, weight of the L1 penalty on the prunable batch norms' scales (phase sparsity)
     prune_ratio: float = 0.4  # slimming: fraction of the prunable channels removed (global threshold) before phase finetune
@@ -260,7 +268,20 @@ def validate(cfg: RunConfig) -> RunConfig:
             ("dkd_alpha", cfg.method.dkd_alpha, "alpha, the weight of TCKD; the official DKD code: 1.0"),
             ("dkd_beta", cfg.method.dkd_beta, "beta, the weight of NCKD; the official DKD code: 8.0"),
             ("reviewkd_weight", cfg.method.reviewkd_weight, "the weight of ReviewKD's HCL; the official code: 1.0"),
+            ("crd_gamma", cfg.method.crd_gamma, "gamma, CRD's weight of the cross-entropy; the official code: 1"),
+            ("crd_alpha", cfg.method.crd_alpha, "alpha, CRD's weight of KD; the official CRD+KD: 1"),
+            ("crd_beta", cfg.method.crd_beta, "beta, the weight of CRD's contrastive loss; the official code: 0.8"),
         )],
+        *[(math.isfinite(value) and value > 0, f"method.{key}", value, f"a positive number ({meaning})") for key, value, meaning in (
+            ("crd_kd_temperature", cfg.method.crd_kd_temperature, "T of CRD's KD term; the official code: 4"),
+            ("crd_nce_t", cfg.method.crd_nce_t, "the temperature of CRD's contrast scores; the official code: 0.07"),
+        )],
+        (cfg.method.crd_feat_dim >= 1, "method.crd_feat_dim", cfg.method.crd_feat_dim,
+         "a positive integer (CRD's embedding dimension; the official code: 128)"),
+        (cfg.method.crd_nce_k >= 1, "method.crd_nce_k", cfg.method.crd_nce_k,
+         "a positive integer (CRD's negatives per example; the official code: 16384)"),
+        (0.0 <= cfg.method.crd_nce_m < 1.0, "method.crd_nce_m", cfg.method.crd_nce_m,
+         "a number in [0, 1) (the momentum of CRD's memory update; the official code: 0.5)"),
         (math.isfinite(cfg.method.dkd_temperature) and cfg.method.dkd_temperature > 0, "method.dkd_temperature",
          cfg.method.dkd_temperature, "a positive number (T of DKD; the official code: 4)"),
         (cfg.method.dkd_warmup_epochs >= 0, "method.dkd_warmup_epochs", cfg.method.dkd_warmup_epochs,

@@ -170,6 +170,8 @@ def uninterrupted(tmp_path_factory, digits_teacher):
 def resume_overrides(method: str, precision: str, teacher: Path) -> tuple[str, ...]:
     if method == "scratch":
         phases = ["method.name=scratch", "train.phases.train={epochs: 3, lr: 0.05, milestones: [2]}"]
+    elif method == "crd":  # its memory banks and Z constants are buffers of its extra modules
+        phases = ["method.name=crd", f"method.teacher={teacher}", "train.phases.train={epochs: 3, lr: 0.05, milestones: [2]}"]
     else:
         phases = ["method.name=lit", f"method.teacher={teacher}", "train.phases.lit={epochs: 2, lr: 0.05}",
                   "train.phases.finetune={epochs: 1, lr: 0.01}"]
@@ -236,6 +238,7 @@ def interrupt_at(monkeypatch, where: str, epoch: int) -> None:
         ("scratch", "fp32", "before_state", 2),
         ("lit", "fp32", "after_epoch", 2),  # at the boundary of LIT's two phases
         ("lit", "fp32", "mid_epoch", 1),
+        ("crd", "fp32", "mid_epoch", 1),
     ],
 )
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(method, precision, where, epoch, digits_teacher, uninterrupted, tmp_path, monkeypatch):
