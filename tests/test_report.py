@@ -201,7 +201,7 @@ def test_compression_counts_a_tie_at_the_tolerance_despite_float_rounding(runs):
 def test_figure_has_one_line_per_method_with_seed_error_bars(runs):
     figure = depth_figure(tabulate_experiment(runs), EXPERIMENT, ACCURACY, tolerance=0.01)
     axes = figure.axes[0]
-    assert EXPERIMENT in axes.get_title()
+    assert EXPERIMENT in figure.get_suptitle()
     lines = {container.get_label(): container for container in axes.containers}
     assert list(lines) == ["scratch", "KD", "LIT"]
     for method, label in (("scratch", "scratch"), ("kd", "KD"), ("lit", "LIT")):
@@ -223,7 +223,43 @@ def test_a_method_run_with_two_weight_settings_gets_two_labelled_lines(tmp_path)
     for seed in (0, 1):
         dirs.append(write_run(runs_dir / f"kd-t4-s{seed}", "kd", 8, seed, 0.92, *COST[8], teacher=str(dirs[0]), temperature=4.0))
     figure = depth_figure(tabulate_experiment(aggregate_runs(dirs)), EXPERIMENT)
+    # one depth per series: a row each (ordered by mean), labelled by the weight that differs
+    assert [tick.get_text() for tick in figure.axes[0].get_yticklabels()] == ["KD (τ=6) ResNet-8, 78k params",
+                                                                             "KD (τ=4) ResNet-8, 78k params"]
+    dirs.append(write_run(runs_dir / "kd-t4-d14", "kd", 14, 0, 0.93, *COST[14], teacher=str(dirs[0]), temperature=4.0))
+    figure = depth_figure(tabulate_experiment(aggregate_runs(dirs)), EXPERIMENT)
     assert [container.get_label() for container in figure.axes[0].containers] == ["KD (τ=4)", "KD (τ=6)"]
+
+
+def test_methods_at_one_depth_get_one_row_each_best_at_the_top(tmp_path):
+    """Eight methods at one student depth: lines of one point would pile up at that depth, so
+    the figure has a row per method, ordered by mean, each with its std bar and its colour."""
+    accuracies = {("scratch", 8): (0.86, 0.88), ("kd", 8): (0.90, 0.92), ("fitnets", 8): (0.89, 0.90),
+                  ("at", 8): (0.88, 0.91), ("dkd", 8): (0.905, 0.915), ("reviewkd", 8): (0.87, 0.87),
+                  ("crd", 8): (0.91, 0.925), ("lit", 8): (0.92, 0.93)}
+    figure = depth_figure(tabulate_experiment(aggregate_runs(write_experiment(tmp_path, accuracies))), EXPERIMENT,
+                          ACCURACY, tolerance=0.01)
+    axes = figure.axes[0]
+    assert EXPERIMENT in figure.get_suptitle()
+    means = {method: sum(accs) / 2 for (method, _), accs in accuracies.items()}
+    ranked = sorted(means, key=means.get)  # bottom (y = 0) to top
+    labels = {"scratch": "scratch", "kd": "KD", "fitnets": "FitNets", "at": "AT", "dkd": "DKD", "reviewkd": "ReviewKD",
+              "crd": "CRD", "lit": "LIT"}
+    assert [tick.get_text() for tick in axes.get_yticklabels()] == [f"{labels[m]} ResNet-8, 78k params" for m in ranked]
+    rows = [c for c in axes.containers if c.get_label() == "selected checkpoint"]
+    assert len(rows) == 8
+    colours = set()
+    for y, (method, container) in enumerate(zip(ranked, rows)):
+        data_line, _, (bars,) = container.lines
+        assert list(data_line.get_xdata()) == pytest.approx([means[method]]) and list(data_line.get_ydata()) == [y]
+        (segment,) = bars.get_segments()
+        assert segment[1][0] - segment[0][0] == pytest.approx(2 * pd.Series(accuracies[(method, 8)]).std())
+        colours.add(data_line.get_color())
+    assert len(colours) == 8  # every method its own colour
+    teacher = [line for line in axes.get_lines() if line.get_label().startswith("teacher")]
+    assert len(teacher) == 1 and list(teacher[0].get_xdata()) == [0.93, 0.93]
+    legend = [text.get_text() for text in axes.get_legend().get_texts()]
+    assert len(legend) == len(set(legend))  # one entry per kind of mark, not per row
 
 
 def test_write_report_writes_valid_figures_and_tables(runs, tmp_path):

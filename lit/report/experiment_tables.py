@@ -21,7 +21,7 @@ from lit.report.aggregate import WEIGHT_NAMES
 from lit.report.published import Published, matching
 
 CONFIG_KEYS = ["role", "method", "family", "depth", *WEIGHT_NAMES]
-KNOWN_METHOD_ORDER = ["stargan", "scratch", "kd", "fitnets", "lit", "gan_lit"]
+KNOWN_METHOD_ORDER = ["stargan", "scratch", "kd", "fitnets", "at", "crd", "reviewkd", "dkd", "slimming", "lit", "gan_lit"]
 TOLERANCE_SLACK = 1e-9  # accuracies are fractions of a test set: float noise must not exclude a tie
 
 SUMMARY_COLUMNS = [

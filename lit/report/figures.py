@@ -32,9 +32,11 @@ from lit.report.markdown import compression_markdown, fid_markdown, points_text,
 from lit.report.published import read_published
 
 REQUIRED_COLUMNS = ["experiment", "run_id", "role", "method", "depth"]
-METHOD_LABELS = {"scratch": "scratch", "kd": "KD", "lit": "LIT", "fitnets": "FitNets", "stargan": "teacher", "gan_lit": "LIT"}
-METHOD_COLOURS = {"scratch": "#7f7f7f", "kd": "#1f77b4", "lit": "#d62728", "fitnets": "#2ca02c"}
-SPARE_COLOURS = ["#9467bd", "#ff7f0e", "#8c564b", "#e377c2", "#17becf", "#bcbd22"]
+METHOD_LABELS = {"scratch": "scratch", "kd": "KD", "lit": "LIT", "fitnets": "FitNets", "stargan": "teacher", "gan_lit": "LIT",
+                 "at": "AT", "dkd": "DKD", "reviewkd": "ReviewKD", "crd": "CRD", "slimming": "slimming"}
+METHOD_COLOURS = {"scratch": "#7f7f7f", "kd": "#1f77b4", "lit": "#d62728", "fitnets": "#2ca02c", "at": "#9467bd",
+                  "dkd": "#ff7f0e", "reviewkd": "#8c564b", "crd": "#e377c2", "slimming": "#17becf"}
+SPARE_COLOURS = ["#bcbd22", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173"]
 FAMILY_LABELS = {"resnet": "ResNet", "resnext": "ResNeXt", "vdcnn": "VDCNN", "stargan": "StarGAN"}
 WEIGHT_SYMBOLS = {"hard_weight": "α", "temperature": "τ", "kd_weight": "β"}
 
@@ -83,24 +85,31 @@ def dodge_width(depths: pd.Series, lines: int) -> float:
     return 0.2 * spacing / lines
 
 
+def series_colours(series: list[tuple[str, str, pd.DataFrame]]) -> list[str]:
+    """One colour per plotted series: the method's own, else the next spare one."""
+    spare = iter(SPARE_COLOURS * 4)
+    return [METHOD_COLOURS.get(method) or next(spare) for _, method, _ in series]
+
+
 def depth_figure(tables: ExperimentTables, experiment: str, metric: Metric = ACCURACY, tolerance: float | None = None) -> Figure:
     """Mean metric against student depth, one line per method with sample-std error bars; the
-    teacher as a dashed horizontal line (and, for accuracy, the band within `tolerance` of it)."""
-    figure = Figure(figsize=(8.0, 4.6), layout="constrained")
+    teacher as a dashed horizontal line (and, for accuracy, the band within `tolerance` of it).
+    An experiment whose every series has one depth (a comparison of methods at one student
+    size) gets `method_figure` instead: lines of one point each would pile up at one depth."""
+    series = list(student_series(tables.students))
+    if len(series) > 1 and all(len(frame) == 1 for _, _, frame in series):
+        return method_figure(tables, experiment, series, metric, tolerance)
+    figure = Figure(figsize=(9.0, 4.6), layout="constrained")
     FigureCanvasAgg(figure)
     axes = figure.add_subplot()
-    series = list(student_series(tables.students))
     width = dodge_width(tables.students["depth"], len(series))
-    spare = iter(SPARE_COLOURS * 4)
-    for index, (label, method, frame) in enumerate(series):
+    for index, ((label, method, frame), colour) in enumerate(zip(series, series_colours(series))):
         offset = (index - (len(series) - 1) / 2) * width
         axes.errorbar(frame["depth"] + offset, frame[metric.mean], yerr=frame[metric.std].fillna(0.0), label=label,
-                      color=METHOD_COLOURS.get(method) or next(spare), marker="o", markersize=5, linewidth=1.8,
-                      capsize=4, elinewidth=1.2)
+                      color=colour, marker="o", markersize=5, linewidth=1.8, capsize=4, elinewidth=1.2)
         if metric.percent and frame["test_acc_oracle_mean"].notna().any():
             axes.plot(frame["depth"] + offset, frame["test_acc_oracle_mean"], linestyle="none", marker="^", markersize=6,
-                      markerfacecolor="none", color=METHOD_COLOURS.get(method) or "#444444",
-                      label=f"{label}: best test epoch (oracle)")
+                      markerfacecolor="none", color=colour, label=f"{label}: best test epoch (oracle)")
     draw_published(axes, tables.students, metric)
     if tables.teacher is not None:
         draw_teacher(axes, tables.teacher, metric, tolerance)
@@ -108,15 +117,68 @@ def depth_figure(tables: ExperimentTables, experiment: str, metric: Metric = ACC
     axes.set_ylabel(metric.axis_label)
     if metric.percent:
         axes.yaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=1))
-    axes.set_title(f"{experiment}: {metric.title}")
+    figure.suptitle(f"{experiment}: {metric.title}")  # over the figure: the axes are narrowed by the legend
     axes.margins(x=0.08)
     axes.grid(True, alpha=0.3)
-    # outside the axes, so it never hides a point; the students first, the teacher below them
+    place_legend(axes, tables, metric)
+    return figure
+
+
+def method_figure(tables: ExperimentTables, experiment: str, series: list[tuple[str, str, pd.DataFrame]],
+                  metric: Metric, tolerance: float | None) -> Figure:
+    """One row per student configuration, best at the top: the mean with its sample-std bar
+    (and the best test epoch, an oracle, as a hollow triangle), the teacher as a dashed
+    vertical line with the band within `tolerance` of it. Readable with any number of methods."""
+    better_high = metric.percent  # accuracy: higher is better; FID: lower
+    rows = sorted(zip(series, series_colours(series)), key=lambda item: item[0][2][metric.mean].iloc[0] * (1 if better_high else -1))
+    figure = Figure(figsize=(9.0, 1.6 + 0.42 * len(rows)), layout="constrained")
+    FigureCanvasAgg(figure)
+    axes = figure.add_subplot()
+    ticks = []
+    for y, ((label, method, frame), colour) in enumerate(rows):
+        row = frame.iloc[0]
+        axes.errorbar([row[metric.mean]], [y], xerr=[0.0 if pd.isna(row[metric.std]) else row[metric.std]], color=colour,
+                      marker="o", markersize=6, linestyle="none", capsize=4, elinewidth=1.4, label="selected checkpoint")
+        if metric.percent and pd.notna(row.get("test_acc_oracle_mean")):
+            axes.plot([row["test_acc_oracle_mean"]], [y], linestyle="none", marker="^", markersize=7, markerfacecolor="none",
+                      color=colour, label="best test epoch (oracle)")
+        for value, source in row.get("published_values") or []:
+            axes.scatter([value], [y], marker="*", s=90, zorder=3, color=colour, edgecolors="black", linewidths=0.6,
+                         label=f"published ({source}), own protocol")
+        axes.text(1.01, y, f"{row[metric.mean]:.1%}" if metric.percent else f"{row[metric.mean]:.2f}",
+                  transform=axes.get_yaxis_transform(), va="center", fontsize="small", color=colour)
+        params = f", {row['params'] / 1e3:,.0f}k params" if row.get("params", 0) > 0 else ""
+        ticks.append(f"{label} {model_label(row['family'], row['depth'])}{params}")
+    axes.set_yticks(range(len(rows)), ticks)
+    axes.set_ylim(-0.7, len(rows) - 0.3)
+    if tables.teacher is not None:
+        value = tables.teacher[metric.mean]
+        shown = f"{value:.1%}" if metric.percent else f"{metric.name} {value:.2f}"
+        axes.axvline(value, color="black", linestyle="--", linewidth=1.3,
+                     label=f"teacher {model_label(tables.teacher['family'], tables.teacher['depth'])}: {shown}")
+        if metric.percent and tolerance:
+            axes.axvspan(value - tolerance, value, color="black", alpha=0.07, linewidth=0,
+                         label=f"within {points_text(tolerance)} of the teacher")
+    axes.set_xlabel(metric.axis_label)
+    if metric.percent:
+        axes.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=1))
+    figure.suptitle(f"{experiment}: {metric.name} by method")
+    axes.grid(True, axis="x", alpha=0.3)
+    handles, labels = axes.get_legend_handles_labels()
+    first = {}  # one entry per kind of mark (the rows' colours are their tick labels)
+    for handle, label in zip(handles, labels):
+        first.setdefault(label, handle)
+    axes.legend(list(first.values()), list(first), loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.5 / len(rows)),
+                ncols=2, fontsize="small", frameon=False, title=legend_title(tables, metric), title_fontsize="small")
+    return figure
+
+
+def place_legend(axes, tables: ExperimentTables, metric: Metric) -> None:
+    """The legend outside the axes, so it never hides a point; the students first, the teacher below them."""
     handles, labels = axes.get_legend_handles_labels()
     order = sorted(range(len(labels)), key=lambda i: (labels[i].startswith(("teacher", "within")), i))
     axes.legend([handles[i] for i in order], [labels[i] for i in order], loc="upper left", bbox_to_anchor=(1.02, 1.0),
                 fontsize="small", frameon=False, title=legend_title(tables, metric), title_fontsize="small")
-    return figure
 
 
 def legend_title(tables: ExperimentTables, metric: Metric) -> str:
