@@ -1,4 +1,7 @@
-"""Data-set contract: every registered data set yields tensors held in memory.
+"""Data-set contract: every registered data set yields its splits as tensors held in
+memory, or (an image folder too large for memory) as image files decoded batch by batch
+(`lit.data.stream.FileSplit`, which answers the same questions: length, labels, subset,
+sample shape, channel statistics).
 
 A builder returns the data set's own train and test splits (`RawData`); `build_data`
 holds out a seeded, stratified validation split from the training set and computes the
@@ -44,6 +47,13 @@ class Split:
     def subset(self, index: torch.Tensor) -> "Split":
         return Split(self.inputs[index], self.labels[index])
 
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        return tuple(self.inputs.shape[1:])
+
+    def channel_stats(self) -> tuple[tuple[float, ...], tuple[float, ...]]:
+        return channel_stats(self.inputs)
+
 
 @dataclass
 class RawData:
@@ -71,7 +81,7 @@ class DataSplits:
 
     @property
     def input_shape(self) -> tuple[int, ...]:
-        return tuple(self.train.inputs.shape[1:])
+        return self.train.sample_shape
 
     @property
     def in_channels(self) -> int:
@@ -130,7 +140,7 @@ def build_data(
     train, val = raw.train.subset(train_idx), raw.train.subset(val_idx)
     mean = std = None
     if raw.kind == "image":
-        mean, std = channel_stats(train.inputs)
+        mean, std = train.channel_stats()
     return DataSplits(train, val, raw.test, raw.num_classes, raw.kind, raw.augment, mean, std, raw.class_names)
 
 

@@ -7,6 +7,11 @@ held out, independent of the run seed). Classes are the sorted folder names, lab
 the first k files. Decoding tens of thousands of files takes seconds, so the decoded
 tensors are cached under `root/imagefolder-cache/`, keyed by the folder, the options
 and every file's name, size and modification time: any change decodes afresh.
+
+A folder whose decoded images would exceed `memory_budget_mb` (or any folder, with
+`stream: true`) is streamed instead: its splits hold file paths, and every batch is decoded
+and augmented ImageNet-style in worker processes (`lit.data.stream`), so an ImageNet-sized
+folder trains without its pixels in memory.
 """
 
 from __future__ import annotations
@@ -24,11 +29,13 @@ import torch
 from PIL import Image
 
 from lit.data.base import Augment, RawData, Split, register_dataset, stratified_holdout
+from lit.data.stream import FileSplit, StreamTransform
 from lit.runtime.files import atomic_write
 
 IMAGE_SUFFIXES = (".bmp", ".gif", ".jpeg", ".jpg", ".png", ".tif", ".tiff", ".webp")
 CACHE_FORMAT = "lit-imagefolder-cache/1"  # bump when decoding changes: old caches stop matching
 DEFAULT_TEST_FRACTION = 0.2
+DEFAULT_MEMORY_BUDGET_MB = 4096  # `stream: auto` streams a folder whose decoded images would exceed this
 
 
 class ImageFile(NamedTuple):
@@ -62,12 +69,23 @@ def imagefolder(
     split_seed: int = 0,
     crop_padding: int = 4,
     flip: bool = True,
+    stream: bool | str = "auto",
+    memory_budget_mb: float = DEFAULT_MEMORY_BUDGET_MB,
+    workers: int | None = None,
+    min_scale: float = 0.08,
+    crop_fraction: float = 0.875,
 ) -> RawData:
     """Options, all under `data.options`: `path` (required); `size` (resize every image to
     size x size; by default the images keep their own size, which must then agree);
     `grayscale` (one channel instead of RGB); `train_per_class` / `test_per_class` (the
     first k files of every class); `test_fraction` (default 0.2) and `split_seed`, only for
     a folder without train/ and test/; `crop_padding` and `flip` (training augmentation).
+    Streaming: `stream` (`auto`: when the decoded images would exceed `memory_budget_mb`,
+    default 4096; `true`; `false`), then `size` is required, `workers` decoding processes
+    (default: up to 4, one per core), training crops of `min_scale` (0.08) to all of an
+    image's area resized to size x size and flips, evaluation images resized to
+    size / `crop_fraction` (0.875) on the short side and centre-cropped; `crop_padding` is
+    for in-memory folders only.
     `download` is accepted for the common signature and ignored: the folder is local."""
     folder = resolve_folder(path)
     options = DecodeOptions(
@@ -86,6 +104,18 @@ def imagefolder(
             f"data.options.test_fraction={options.test_fraction} applies only to a folder without train/ and "
             f"test/, but {folder} has its own test split: remove test_fraction"
         )
+    if choose_streaming(stream, memory_budget_mb, splits, options):
+        transform = StreamTransform(
+            size=require_stream_size(options.size), grayscale=options.grayscale,
+            min_scale=fraction_in_unit_interval("min_scale", min_scale), flip=require_bool("flip", flip),
+            crop_fraction=fraction_in_unit_interval("crop_fraction", crop_fraction),
+        )
+        processes = default_workers() if workers is None else non_negative_int("workers", workers)
+        train_files, test_files = choose_files(splits, options)
+        return RawData(
+            train=file_split(train_files, transform, processes), test=file_split(test_files, transform, processes),
+            num_classes=len(class_names), class_names=class_names,
+        )
     train, test = load_or_decode(Path(root), folder, splits, class_names, options)
     return RawData(
         train=train,
@@ -94,6 +124,55 @@ def imagefolder(
         augment=Augment(crop_padding=crop_padding, flip=require_bool("flip", flip)),
         class_names=class_names,
     )
+
+
+def choose_streaming(stream: Any, budget_mb: Any, splits: dict[str, list[ImageFile]], options: DecodeOptions) -> bool:
+    """`stream: true/false` as given; `auto`: whether the decoded images would exceed the budget."""
+    if stream not in (True, False, "auto"):
+        raise ValueError(f"data.options.stream must be auto, true or false, got {stream!r}")
+    if isinstance(budget_mb, bool) or not isinstance(budget_mb, (int, float)) or not budget_mb > 0:
+        raise ValueError(f"data.options.memory_budget_mb must be a positive number of megabytes, got {budget_mb!r}")
+    if stream != "auto":
+        return stream
+    return decoded_bytes(splits, options) > budget_mb * 2**20
+
+
+def decoded_bytes(splits: dict[str, list[ImageFile]], options: DecodeOptions) -> int:
+    """The uint8 pixels of the chosen images, sized by `size` or by the first image's header."""
+    train_files, test_files = choose_files(splits, options)
+    if options.size is not None:
+        width = height = options.size
+    else:
+        with Image.open(train_files[0].path) as image:  # reads the header only
+            width, height = image.size
+    return (len(train_files) + len(test_files)) * (1 if options.grayscale else 3) * width * height
+
+
+def require_stream_size(size: int | None) -> int:
+    if size is None:
+        raise ValueError("data.options.size is required to stream an image folder (every batch is cropped to size x size)")
+    return size
+
+
+def fraction_in_unit_interval(key: str, value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+        raise ValueError(f"data.options.{key} must be a number in (0, 1], got {value!r}")
+    return float(value)
+
+
+def non_negative_int(key: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"data.options.{key} must be an integer >= 0, got {value!r}")
+    return value
+
+
+def default_workers() -> int:
+    return min(4, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+
+
+def file_split(files: list[ImageFile], transform: StreamTransform, workers: int) -> FileSplit:
+    return FileSplit([image.path for image in files], torch.tensor([image.label for image in files], dtype=torch.int64),
+                     transform, workers)
 
 
 def resolve_folder(path: str | os.PathLike | None) -> Path:

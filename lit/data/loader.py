@@ -1,7 +1,9 @@
-"""Batches from an in-memory split, with augmentation as batched tensor operations.
+"""Batches from a split, standardised on the training device.
 
-The split is moved to the training device once; every batch is then an index, a gather,
-a random translate and a flip on the device: nothing per image in Python.
+An in-memory split is moved to the training device once; every batch is then an index, a
+gather, a random translate and a flip on the device: nothing per image in Python. A
+streamed split (`lit.data.stream.FileSplit`) decodes and augments each batch's files in
+worker processes, from a seed the batches' generator draws once per epoch.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from typing import Iterator
 import torch
 
 from lit.data.base import Augment, DataSplits, Split
+from lit.data.stream import FileSplit
 
 
 def random_crop(images: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
@@ -60,12 +63,14 @@ class Batches:
         if scaling not in ("standardise", "symmetric"):
             raise ValueError(f"image scaling must be 'standardise' or 'symmetric', got {scaling!r}")
         self.device = torch.device(device)
-        self.inputs = split.inputs.to(self.device)
+        self.files = split if isinstance(split, FileSplit) else None
+        self.inputs = None if self.files is not None else split.inputs.to(self.device)
         self.labels = split.labels.to(self.device)
         self.batch_size = batch_size
         self.train = train
         self.kind = data.kind
-        self.augment = data.augment if train else Augment()
+        # a streamed split is augmented where it is decoded
+        self.augment = data.augment if train and self.files is None else Augment()
         self.generator = generator or torch.Generator(device=self.device).manual_seed(0)
         self.memory_format = memory_format
         self.scaling = scaling
@@ -90,14 +95,34 @@ class Batches:
             order = torch.randperm(count, generator=self.generator, device=self.device)
         else:
             order = torch.arange(count, device=self.device)
-        for step in range(len(self)):
-            index = order[step * self.batch_size : (step + 1) * self.batch_size]
-            yield index, self.prepare(self.inputs[index]), self.labels[index]
+        rows = [order[step * self.batch_size : (step + 1) * self.batch_size] for step in range(len(self))]
+        if self.files is None:
+            for index in rows:
+                yield index, self.prepare(self.inputs[index]), self.labels[index]
+            return
+        images = self.files.batches([index.tolist() for index in rows], self.epoch_seed())
+        for index, pixels in zip(rows, images):
+            yield index, self.scale(pixels.to(self.device)), self.labels[index]
+
+    def fetch(self, index: torch.Tensor) -> torch.Tensor:
+        """The prepared inputs of the split's rows `index` (a streamed split decodes them here)."""
+        if self.files is None:
+            return self.prepare(self.inputs[index])
+        return self.scale(self.files.decode(index.tolist(), self.epoch_seed()).to(self.device))
+
+    def epoch_seed(self) -> int | None:
+        """The seed of a streamed split's random transforms (None: evaluation transforms)."""
+        if not self.train:
+            return None
+        return int(torch.randint(0, 2**31, (1,), generator=self.generator, device=self.device))
 
     def prepare(self, inputs: torch.Tensor) -> torch.Tensor:
         if self.kind != "image":
             return inputs.long()
-        images = augment_batch(inputs.float(), self.augment, self.generator)
+        return self.scale(augment_batch(inputs.float(), self.augment, self.generator))
+
+    def scale(self, images: torch.Tensor) -> torch.Tensor:
+        images = images.float()
         scaled = images / 127.5 - 1.0 if self.scaling == "symmetric" else (images - self.mean) / self.std
         return scaled.contiguous(memory_format=self.memory_format)
 
@@ -123,7 +148,7 @@ class BatchStream:
             self.cursor = 0
         index = self.order[self.cursor : self.cursor + size]
         self.cursor += size
-        return index, batches.prepare(batches.inputs[index]), batches.labels[index]
+        return index, batches.fetch(index), batches.labels[index]
 
     def state_dict(self) -> dict:
         return {"order": None if self.order is None else self.order.cpu(), "cursor": self.cursor}
