@@ -18,14 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 from PIL import Image
+
+from bench_step import machine  # benchmarks/ is the script's folder, so on its path
 
 
 def make_folder(source: Path, target: Path, count: int, width: int, height: int) -> Path:
@@ -107,13 +107,6 @@ def together_rate(step, data, batch: int, steps: int) -> float:
     return seen / (time.perf_counter() - start)
 
 
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines() if Path("/proc/cpuinfo").exists() else []:
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor()
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--source", type=Path, required=True, help="a class-per-folder image tree to draw images from")
@@ -124,10 +117,8 @@ def main() -> None:
     parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--output", type=Path)
     args = parser.parse_args()
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     result = {
-        "machine": {"cpu": cpu_name(), "cores": len(os.sched_getaffinity(0)), "avx512_bf16": "avx512_bf16" in flags,
-                    "torch": torch.__version__, "threads": torch.get_num_threads()},
+        "machine": machine(torch.device("cpu")),
         "setup": {"images": args.images, "jpeg": "500x375, quality 90", "size": args.size, "batch": args.batch,
                   "model": "torchvision resnet18, scratch step"},
         "decode_img_per_s": {}, "together_img_per_s": {},
