@@ -171,7 +171,7 @@ def resume_overrides(method: str, precision: str, teacher: Path) -> tuple[str, .
     if method == "scratch":
         phases = ["method.name=scratch", "train.phases.train={epochs: 3, lr: 0.05, milestones: [2]}"]
     elif method == "crd":  # its memory banks and Z constants are buffers of its extra modules
-        phases = ["method.name=crd", f"method.teacher={teacher}", "train.phases.train={epochs: 3, lr: 0.05, milestones: [2]}"]
+        phases = ["method.name=crd", f"method.teacher={teacher}", "train.phases.train={epochs: 2, lr: 0.05, milestones: [1]}"]
     else:
         phases = ["method.name=lit", f"method.teacher={teacher}", "train.phases.lit={epochs: 2, lr: 0.05}",
                   "train.phases.finetune={epochs: 1, lr: 0.01}"]

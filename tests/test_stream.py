@@ -151,12 +151,12 @@ MEMORY_PROBE = textwrap.dedent("""
 
 
 def test_streaming_keeps_the_training_process_resident_memory_bounded(tmp_path):
-    """2,400 training images of 96 x 96 (66 MB decoded, with the test split 88 MB): an
+    """1,200 training images of 96 x 96 (33 MB decoded, with the test split 44 MB): an
     in-memory load grows the process by more than that; a streamed one by a fraction of what
     the in-memory one takes, and not at all while its epoch streams past (the workers hold
     a few batches each)."""
-    images = make_folder(tmp_path / "images", per_class=800, size=96)
-    decoded_mb = (2400 + 798) * 3 * 96 * 96 / 2**20
+    images = make_folder(tmp_path / "images", per_class=400, size=96)
+    decoded_mb = (1200 + 399) * 3 * 96 * 96 / 2**20
 
     def probe(mode: str) -> dict:
         command = [sys.executable, "-c", MEMORY_PROBE, str(images), mode, str(tmp_path / mode)]
@@ -165,10 +165,10 @@ def test_streaming_keeps_the_training_process_resident_memory_bounded(tmp_path):
         return json.loads(result.stdout.strip().splitlines()[-1])
 
     streamed, in_memory = probe("stream"), probe("memory")
-    assert streamed["seen"] == in_memory["seen"] == 2112  # 90% of the training images, whole batches of 64
+    assert streamed["seen"] == in_memory["seen"] == 1024  # 90% of the training images, whole batches of 64
     assert in_memory["grown_mb"] > decoded_mb
     assert streamed["grown_mb"] < in_memory["grown_mb"] / 3, (streamed, in_memory)
-    assert streamed["epoch_grown_mb"] < 10, streamed  # from the fifth of 33 batches to the last
+    assert streamed["epoch_grown_mb"] < 10, streamed  # from the fifth of 16 batches to the last
 
 
 def test_a_streamed_folder_trains_through_the_engine(folder, tmp_path):
