@@ -18,6 +18,7 @@ from typing import Iterator
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
 from matplotlib.ticker import PercentFormatter
 
 from lit.report.aggregate import COLUMNS, WEIGHT_NAMES
@@ -165,9 +166,11 @@ def method_figure(tables: ExperimentTables, experiment: str, series: list[tuple[
     figure.suptitle(f"{experiment}: {metric.name} by method")
     axes.grid(True, axis="x", alpha=0.3)
     handles, labels = axes.get_legend_handles_labels()
-    first = {}  # one entry per kind of mark (the rows' colours are their tick labels)
+    first = {}  # one entry per kind of mark, drawn in black (each row's colour is its tick label's)
+    neutral = {"selected checkpoint": Line2D([], [], color="black", marker="o", linestyle="none"),
+               "best test epoch (oracle)": Line2D([], [], color="black", marker="^", markerfacecolor="none", linestyle="none")}
     for handle, label in zip(handles, labels):
-        first.setdefault(label, handle)
+        first.setdefault(label, neutral.get(label, handle))
     axes.legend(list(first.values()), list(first), loc="upper center", bbox_to_anchor=(0.5, -0.12 - 0.5 / len(rows)),
                 ncols=2, fontsize="small", frameon=False, title=legend_title(tables, metric), title_fontsize="small")
     return figure
