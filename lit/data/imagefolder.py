@@ -150,7 +150,10 @@ def decoded_bytes(splits: dict[str, list[ImageFile]], options: DecodeOptions) ->
 
 def require_stream_size(size: int | None) -> int:
     if size is None:
-        raise ValueError("data.options.size is required to stream an image folder (every batch is cropped to size x size)")
+        raise ValueError(
+            "data.options.size is required to stream an image folder (every batch is cropped to size x size); "
+            "a folder over data.options.memory_budget_mb streams unless data.options.stream is false"
+        )
     return size
 
 
