@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
 import torch
 
@@ -110,13 +110,18 @@ def stratified_holdout(labels: torch.Tensor, fraction: float, seed: int) -> tupl
 
 def channel_stats(images: torch.Tensor, chunk: int = 4096) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Per-channel mean and std of uint8 images on the 0..1 scale (chunked: large sets fit)."""
-    total = torch.zeros(images.shape[1], dtype=torch.float64)
-    total_sq = torch.zeros_like(total)
-    for start in range(0, len(images), chunk):
-        block = images[start : start + chunk].to(torch.float64) / 255.0
-        total += block.sum(dim=(0, 2, 3))
-        total_sq += (block**2).sum(dim=(0, 2, 3))
-    count = images.shape[0] * images.shape[2] * images.shape[3]
+    return batch_channel_stats(images[start : start + chunk] for start in range(0, len(images), chunk))
+
+
+def batch_channel_stats(batches: Iterable[torch.Tensor]) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """Per-channel mean and std on the 0..1 scale over batches of uint8 (N, C, H, W) images."""
+    total = total_sq = None
+    count = 0
+    for batch in batches:
+        block = batch.to(torch.float64) / 255.0
+        sums, squares = block.sum(dim=(0, 2, 3)), (block**2).sum(dim=(0, 2, 3))
+        total, total_sq = (sums, squares) if total is None else (total + sums, total_sq + squares)
+        count += block.shape[0] * block.shape[2] * block.shape[3]
     mean = total / count
     std = (total_sq / count - mean**2).clamp_min(1e-12).sqrt()
     return tuple(mean.tolist()), tuple(std.tolist())

@@ -104,19 +104,19 @@ def imagefolder(
             f"data.options.test_fraction={options.test_fraction} applies only to a folder without train/ and "
             f"test/, but {folder} has its own test split: remove test_fraction"
         )
-    if choose_streaming(stream, memory_budget_mb, splits, options):
+    train_files, test_files = choose_files(splits, options)
+    if choose_streaming(stream, memory_budget_mb, train_files + test_files, options):
         transform = StreamTransform(
             size=require_stream_size(options.size), grayscale=options.grayscale,
             min_scale=fraction_in_unit_interval("min_scale", min_scale), flip=require_bool("flip", flip),
             crop_fraction=fraction_in_unit_interval("crop_fraction", crop_fraction),
         )
         processes = default_workers() if workers is None else non_negative_int("workers", workers)
-        train_files, test_files = choose_files(splits, options)
         return RawData(
             train=file_split(train_files, transform, processes), test=file_split(test_files, transform, processes),
             num_classes=len(class_names), class_names=class_names,
         )
-    train, test = load_or_decode(Path(root), folder, splits, class_names, options)
+    train, test = load_or_decode(Path(root), folder, splits, class_names, options, train_files, test_files)
     return RawData(
         train=train,
         test=test,
@@ -126,7 +126,7 @@ def imagefolder(
     )
 
 
-def choose_streaming(stream: Any, budget_mb: Any, splits: dict[str, list[ImageFile]], options: DecodeOptions) -> bool:
+def choose_streaming(stream: Any, budget_mb: Any, files: list[ImageFile], options: DecodeOptions) -> bool:
     """`stream: true/false` as given; `auto`: whether the decoded images would exceed the budget."""
     if stream not in (True, False, "auto"):
         raise ValueError(f"data.options.stream must be auto, true or false, got {stream!r}")
@@ -134,18 +134,17 @@ def choose_streaming(stream: Any, budget_mb: Any, splits: dict[str, list[ImageFi
         raise ValueError(f"data.options.memory_budget_mb must be a positive number of megabytes, got {budget_mb!r}")
     if stream != "auto":
         return stream
-    return decoded_bytes(splits, options) > budget_mb * 2**20
+    return decoded_bytes(files, options) > budget_mb * 2**20
 
 
-def decoded_bytes(splits: dict[str, list[ImageFile]], options: DecodeOptions) -> int:
+def decoded_bytes(files: list[ImageFile], options: DecodeOptions) -> int:
     """The uint8 pixels of the chosen images, sized by `size` or by the first image's header."""
-    train_files, test_files = choose_files(splits, options)
     if options.size is not None:
         width = height = options.size
     else:
-        with Image.open(train_files[0].path) as image:  # reads the header only
+        with Image.open(files[0].path) as image:  # reads the header only
             width, height = image.size
-    return (len(train_files) + len(test_files)) * (1 if options.grayscale else 3) * width * height
+    return len(files) * (1 if options.grayscale else 3) * width * height
 
 
 def require_stream_size(size: int | None) -> int:
@@ -336,13 +335,14 @@ def decode_all(files: list[ImageFile], options: DecodeOptions) -> torch.Tensor:
 
 
 def load_or_decode(
-    root: Path, folder: Path, splits: dict[str, list[ImageFile]], class_names: list[str], options: DecodeOptions
+    root: Path, folder: Path, splits: dict[str, list[ImageFile]], class_names: list[str], options: DecodeOptions,
+    train_files: list[ImageFile], test_files: list[ImageFile],
 ) -> tuple[Split, Split]:
+    """The chosen files' images, from the cache (keyed by the whole listing) or decoded."""
     cache_path = root / "imagefolder-cache" / f"{cache_key(folder, splits, options)}.pt"
     cached = read_cache(cache_path, class_names)
     if cached is not None:
         return cached
-    train_files, test_files = choose_files(splits, options)
     chosen = train_files + test_files
     images = decode_all(chosen, options)
     labels = torch.tensor([image.label for image in chosen], dtype=torch.int64)

@@ -24,6 +24,8 @@ from torch.utils.data import DataLoader, Dataset
 from torchvision.transforms import InterpolationMode, RandomResizedCrop
 from torchvision.transforms.v2 import functional as TF
 
+from lit.data.base import batch_channel_stats
+
 STATS_IMAGES = 1000  # images whose pixels give a streamed training split's channel statistics
 
 
@@ -85,16 +87,7 @@ class FileSplit:
         """Per-channel mean and std on the 0..1 scale of up to `STATS_IMAGES` evenly spaced
         images under the evaluation transform (all of them in a smaller split)."""
         rows = np.linspace(0, len(self) - 1, num=min(len(self), STATS_IMAGES)).round().astype(int)
-        total = torch.zeros(self.transform.channels, dtype=torch.float64)
-        total_sq = torch.zeros_like(total)
-        count = 0
-        for images in self.batches([rows[i : i + 64].tolist() for i in range(0, len(rows), 64)], None, 0):
-            pixels = images.to(torch.float64) / 255.0
-            total += pixels.sum(dim=(0, 2, 3))
-            total_sq += (pixels**2).sum(dim=(0, 2, 3))
-            count += pixels.shape[0] * pixels.shape[2] * pixels.shape[3]
-        mean = total / count
-        return tuple(mean.tolist()), tuple((total_sq / count - mean**2).clamp_min(1e-12).sqrt().tolist())
+        return batch_channel_stats(self.batches([rows[i : i + 64].tolist() for i in range(0, len(rows), 64)], None, 0))
 
 
 class Images(Dataset):

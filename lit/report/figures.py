@@ -153,13 +153,7 @@ def method_figure(tables: ExperimentTables, experiment: str, series: list[tuple[
     axes.set_yticks(range(len(rows)), ticks)
     axes.set_ylim(-0.7, len(rows) - 0.3)
     if tables.teacher is not None:
-        value = tables.teacher[metric.mean]
-        shown = f"{value:.1%}" if metric.percent else f"{metric.name} {value:.2f}"
-        axes.axvline(value, color="black", linestyle="--", linewidth=1.3,
-                     label=f"teacher {model_label(tables.teacher['family'], tables.teacher['depth'])}: {shown}")
-        if metric.percent and tolerance:
-            axes.axvspan(value - tolerance, value, color="black", alpha=0.07, linewidth=0,
-                         label=f"within {points_text(tolerance)} of the teacher")
+        draw_teacher(axes, tables.teacher, metric, tolerance, across=True)
     axes.set_xlabel(metric.axis_label)
     if metric.percent:
         axes.xaxis.set_major_formatter(PercentFormatter(xmax=1.0, decimals=1))
@@ -212,13 +206,15 @@ def label_depths(axes, students: pd.DataFrame, metric: Metric) -> None:
     axes.set_xlabel(metric.x_label)
 
 
-def draw_teacher(axes, teacher: pd.Series, metric: Metric, tolerance: float | None) -> None:
+def draw_teacher(axes, teacher: pd.Series, metric: Metric, tolerance: float | None, across: bool = False) -> None:
+    """The teacher's value as a dashed line (and the band within `tolerance` of it):
+    horizontal over a depth axis, vertical (`across`) where the metric is the x axis."""
     value = teacher[metric.mean]
     shown = f"{value:.1%}" if metric.percent else f"{metric.name} {value:.2f}"
-    axes.axhline(value, color="black", linestyle="--", linewidth=1.3,
-                 label=f"teacher {model_label(teacher['family'], teacher['depth'])}: {shown}")
+    line, span = (axes.axvline, axes.axvspan) if across else (axes.axhline, axes.axhspan)
+    line(value, color="black", linestyle="--", linewidth=1.3, label=f"teacher {model_label(teacher['family'], teacher['depth'])}: {shown}")
     if metric.percent and tolerance:
-        axes.axhspan(value - tolerance, value, color="black", alpha=0.07, linewidth=0, label=f"within {points_text(tolerance)} of the teacher")
+        span(value - tolerance, value, color="black", alpha=0.07, linewidth=0, label=f"within {points_text(tolerance)} of the teacher")
 
 
 def figure_bytes(figure: Figure, file_format: str) -> bytes:
