@@ -73,8 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--output", type=Path, required=True, help="the JSON file to write")
     speed.add_argument("--device", action="append", dest="devices", help="device(s) to time (default: cpu, and cuda if present)")
     speed.add_argument("--rounds", type=int, default=5, help="interleaved rounds; figures are medians over them")
-    speed.add_argument("--latency-runs", type=int, default=20, help="batch-1 calls per round")
+    speed.add_argument("--latency-runs", type=int, default=20, help="batch-1 calls per round, at the least")
+    speed.add_argument("--min-time", type=float, default=0.2, dest="min_time_s",
+                       help="seconds each figure is timed for per round, at the least: a fast network gets more calls (default 0.2)")
     speed.add_argument("--throughput-batch", type=int, default=256)
+    speed.add_argument("--batch-runs", type=int, default=3, help="throughput calls per round, at the least")
     speed.add_argument("--threads", type=int, default=1, help="torch threads for every timing (default 1)")
     speed.add_argument("--onnx", action="store_true",
                        help="also time each architecture exported to ONNX in ONNX Runtime (onnxruntime-cpu; -cuda where present)")
@@ -190,8 +193,9 @@ def run(args: argparse.Namespace) -> int | None:
         from lit.evaluate.speed import write_speed
 
         result = write_speed(args.run_dirs, args.output, devices=args.devices, rounds=args.rounds,
-                             latency_runs=args.latency_runs, throughput_batch=args.throughput_batch, threads=args.threads,
-                             onnx=args.onnx)
+                             latency_runs=args.latency_runs, throughput_batch=args.throughput_batch, batch_runs=args.batch_runs,
+                             threads=args.threads,
+                             onnx=args.onnx, min_time_s=args.min_time_s)
         for architecture in result["architectures"]:
             cpu = architecture.get("cpu", {}).get("latency_ms_batch1", {})
             onnx = architecture.get("onnxruntime-cpu", {}).get("latency_ms_batch1")

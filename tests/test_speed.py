@@ -41,7 +41,8 @@ def test_each_architecture_is_timed_once_in_interleaved_rounds(runs, monkeypatch
         return real(model, single, batch, device, latency_runs, batch_runs)
 
     monkeypatch.setattr(speed_module, "time_round", recording)
-    result = measure_architectures(list(runs.values()), devices=["cpu"], rounds=3, latency_runs=2, throughput_batch=8)
+    result = measure_architectures(list(runs.values()), devices=["cpu"], rounds=3, latency_runs=2, throughput_batch=8,
+                                   min_time_s=0)  # no minimum time: every round makes exactly 2 calls
     labels = sorted(a["label"] for a in result["architectures"])
     assert labels == ["resnet14", "resnet8"]
     resnet8 = next(a for a in result["architectures"] if a["label"] == "resnet8")
@@ -50,8 +51,45 @@ def test_each_architecture_is_timed_once_in_interleaved_rounds(runs, monkeypatch
     assert len(timed) == 6 and timed[0::2] == [timed[0]] * 3 and timed[1::2] == [timed[1]] * 3 and timed[0] != timed[1]
     latency = resnet8["cpu"]["latency_ms_batch1"]
     assert 0 < latency["min"] <= latency["median"] <= latency["max"]
+    assert len(latency["rounds"]) == 3 and latency["median"] == sorted(latency["rounds"])[1]
     assert resnet8["cpu"]["throughput_per_s_batch8"]["median"] > 0
     assert result["threads"] == 1 and result["provenance"]["device_name"]
+
+
+def test_a_round_times_each_figure_for_at_least_min_time(runs, monkeypatch):
+    """The warm-up sets each architecture's calls per round: enough to fill `min_time_s`,
+    `latency_runs` at the least, the same in every round; a faster network gets more."""
+    order = []
+    real = speed_module.time_round
+
+    def recording(model, single, batch, device, latency_runs, batch_runs):
+        order.append((sum(p.numel() for p in model.parameters()), latency_runs, batch_runs))
+        return real(model, single, batch, device, latency_runs, batch_runs)
+
+    monkeypatch.setattr(speed_module, "time_round", recording)
+    result = measure_architectures(list(runs.values()), devices=["cpu"], rounds=2, latency_runs=3, batch_runs=2,
+                                   throughput_batch=8, min_time_s=0.05)
+    assert result["min_time_s"] == 0.05
+    by_label = {a["label"]: a for a in result["architectures"]}
+    sizes = sorted({size for size, _, _ in order})  # resnet8, resnet14
+    timed = order[2:]  # after each architecture's warm-up
+    for size, label in zip(sizes, ("resnet8", "resnet14")):
+        counts = by_label[label]["calls_per_round"]["cpu"]
+        assert counts["latency_runs"] >= 3 and counts["batch_runs"] >= 2
+        assert [(l, b) for s, l, b in timed if s == size] == [(counts["latency_runs"], counts["batch_runs"])] * 2
+        # the calls fill the minimum time at the round's own pace (within the warm-up's error)
+        latency_s = by_label[label]["cpu"]["latency_ms_batch1"]["max"] / 1e3
+        assert counts["latency_runs"] == 3 or counts["latency_runs"] * latency_s > 0.05 / 3
+    assert by_label["resnet8"]["calls_per_round"]["cpu"]["latency_runs"] > by_label["resnet14"]["calls_per_round"]["cpu"]["latency_runs"]
+
+
+def test_calls_for_a_minimum_time():
+    assert speed_module.calls_for(0.001, 20, 0.2) == 200
+    assert speed_module.calls_for(0.1, 20, 0.2) == 20
+    assert speed_module.calls_for(0.001, 20, 0.0) == 20
+    assert speed_module.calls_for(0.0, 20, 0.2) == speed_module.MAX_CALLS
+    with pytest.raises(ValueError, match="min_time_s must be a number of seconds >= 0"):
+        measure_architectures([], min_time_s=-1)
 
 
 def test_runs_of_one_architecture_share_one_speed_in_the_tables(runs, tmp_path):

@@ -7,10 +7,16 @@ teacher and each student architecture, whatever method trained it; a pruned netw
 its own architecture) is timed once, in one process that the workflow runs alone, with a
 warm-up and then interleaved rounds (teacher, student A, student B, teacher, ...), so that
 a slow spell of the machine hits every architecture alike. Each figure is the median over
-rounds with the range (min, max) beside it: batch-1 latency (ms, the median of
-`latency_runs` calls per round) and throughput at `throughput_batch` (items/s), at a fixed
-thread count, on the CPU and, where present, the GPU. Runs of one architecture share one
-figure by construction.
+rounds with the range (min, max) and every round's value beside it: batch-1 latency (ms,
+the median of the calls of a round) and throughput at `throughput_batch` (items/s), at a
+fixed thread count, on the CPU and, where present, the GPU. Runs of one architecture share
+one figure by construction.
+
+A round times each figure for at least `min_time_s`: the warm-up round measures every
+architecture, which then gets enough calls per round (`latency_runs` and `batch_runs` at
+the least, the same number in every round) to fill that time. A fixed count of calls made
+a sub-millisecond network's round a few milliseconds long, and its median moved by 14%
+between two back-to-back stages where the larger networks' moved by 7%.
 
 With `onnx=True` each architecture is also exported to ONNX (`lit.evaluate.export`) and
 timed in ONNX Runtime in the same interleaved rounds, right after its PyTorch timing on
@@ -24,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import math
 import statistics
 import tempfile
 import time
@@ -148,16 +155,27 @@ def onnx_runner(path: Path, device: torch.device, threads: int, single: torch.Te
     return calls[0], calls[1]
 
 
-def summarise(values: list[float]) -> dict[str, float]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values)}
+MAX_CALLS = 100_000  # per figure per round, whatever `min_time_s` asks for
+
+
+def calls_for(seconds_per_call: float, at_least: int, min_time_s: float) -> int:
+    """Calls that take `min_time_s` at `seconds_per_call`, `at_least` of them."""
+    wanted = math.ceil(min_time_s / seconds_per_call) if seconds_per_call > 0 else MAX_CALLS
+    return max(at_least, min(MAX_CALLS, wanted))
+
+
+def summarise(values: list[float]) -> dict[str, Any]:
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "rounds": values}
 
 
 def measure_architectures(run_dirs: list[str | Path], devices: list[str] | None = None, rounds: int = 5,
                           latency_runs: int = 20, throughput_batch: int = 256, batch_runs: int = 3,
-                          threads: int = 1, onnx: bool = False) -> dict[str, Any]:
+                          threads: int = 1, onnx: bool = False, min_time_s: float = 0.2) -> dict[str, Any]:
     """Time every distinct architecture of `run_dirs` (see the module docstring)."""
     if rounds < 1 or latency_runs < 1 or throughput_batch < 1 or batch_runs < 1:
         raise ValueError("rounds, latency_runs, throughput_batch and batch_runs must be positive")
+    if not min_time_s >= 0:
+        raise ValueError(f"min_time_s must be a number of seconds >= 0, got {min_time_s!r}")
     torch.set_num_threads(threads)
     started = now()
     groups = group_runs(run_dirs)
@@ -181,21 +199,26 @@ def measure_architectures(run_dirs: list[str | Path], devices: list[str] | None 
                     runners[key][f"onnxruntime-{device.type}"] = functools.partial(time_calls, *calls)
             measured: dict[str, dict[str, tuple[list[float], list[float]]]] = {
                 key: {label: ([], []) for label in engines} for key, engines in runners.items()}
+            counts: dict[str, dict[str, dict[str, int]]] = {key: {} for key in runners}  # per round, from the warm-up
             for repeat in range(rounds + 1):  # a warm-up round, then the timed ones
                 for key, engines in runners.items():  # interleaved: every architecture in every round
                     for label, timed_round in engines.items():
                         if not repeat:
-                            timed_round(latency_runs=3, batch_runs=1)
+                            latency, batch_time = timed_round(latency_runs=5, batch_runs=1)
+                            counts[key][label] = {"latency_runs": calls_for(latency, latency_runs, min_time_s),
+                                                 "batch_runs": calls_for(batch_time, batch_runs, min_time_s)}
                             continue
-                        latency, batch_time = timed_round(latency_runs=latency_runs, batch_runs=batch_runs)
+                        latency, batch_time = timed_round(**counts[key][label])
                         measured[key][label][0].append(latency * 1e3)
                         measured[key][label][1].append(throughput_batch / batch_time)
             for key, engines in measured.items():
                 for label, (latencies, throughputs) in engines.items():
                     timings[key][label] = {"latency_ms_batch1": summarise(latencies),
                                            f"throughput_per_s_batch{throughput_batch}": summarise(throughputs)}
+                timings[key].setdefault("calls_per_round", {}).update(counts[key])
     result = {
-        "rounds": rounds, "latency_runs": latency_runs, "throughput_batch": throughput_batch, "threads": threads,
+        "rounds": rounds, "latency_runs": latency_runs, "batch_runs": batch_runs, "min_time_s": min_time_s,
+        "throughput_batch": throughput_batch, "threads": threads,
         "architectures": [
             {"label": architecture_label(group["spec"]), "spec": group["spec"], "runs": group["runs"], **timings[key],
              **({"onnx_max_abs_diff": exported[key]["max_abs_diff"]} if key in exported else {})}
