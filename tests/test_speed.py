@@ -77,9 +77,10 @@ def test_a_round_times_each_figure_for_at_least_min_time(runs, monkeypatch):
         counts = by_label[label]["calls_per_round"]["cpu"]
         assert counts["latency_runs"] >= 3 and counts["batch_runs"] >= 2
         assert [(l, b) for s, l, b in timed if s == size] == [(counts["latency_runs"], counts["batch_runs"])] * 2
-        # the calls fill the minimum time at the round's own pace (within the warm-up's error)
+        # the calls fill the minimum time at the pace of the rounds (within the warm-up's error, which
+        # a busy machine can make large)
         latency_s = by_label[label]["cpu"]["latency_ms_batch1"]["max"] / 1e3
-        assert counts["latency_runs"] == 3 or counts["latency_runs"] * latency_s > 0.05 / 3
+        assert counts["latency_runs"] == 3 or counts["latency_runs"] * latency_s > 0.05 / 10
     assert by_label["resnet8"]["calls_per_round"]["cpu"]["latency_runs"] > by_label["resnet14"]["calls_per_round"]["cpu"]["latency_runs"]
 
 

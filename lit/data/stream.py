@@ -21,8 +21,6 @@ import numpy as np
 import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
-from torchvision.transforms import InterpolationMode, RandomResizedCrop
-from torchvision.transforms.v2 import functional as TF
 
 from lit.data.base import batch_channel_stats
 
@@ -100,6 +98,11 @@ class Images(Dataset):
         return len(self.paths)
 
     def __getitem__(self, item: tuple[int, int | None]) -> torch.Tensor:
+        # imported here: torchvision's package import pulls in torch._dynamo, 2.5 s of CPU that
+        # every `lit` process (every pipeline job) paid when this module imported it at the top
+        from torchvision.transforms import InterpolationMode, RandomResizedCrop
+        from torchvision.transforms.v2 import functional as TF
+
         row, seed = item
         spec = self.transform
         try:
