@@ -98,8 +98,8 @@ class Images(Dataset):
         return len(self.paths)
 
     def __getitem__(self, item: tuple[int, int | None]) -> torch.Tensor:
-        # imported here: torchvision's package import pulls in torch._dynamo, 2.5 s of CPU that
-        # every `lit` process (every pipeline job) paid when this module imported it at the top
+        # imported here, not at the top: a process that never decodes a streamed batch (every
+        # other pipeline job) does not pay for torchvision's import
         from torchvision.transforms import InterpolationMode, RandomResizedCrop
         from torchvision.transforms.v2 import functional as TF
 

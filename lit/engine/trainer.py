@@ -153,7 +153,7 @@ class Trainer:
         check_trackers(cfg.train.loggers)  # a tracker's missing package stops the run before any file is written
         if cfg.train.threads:
             torch.set_num_threads(cfg.train.threads)
-        seed_everything(cfg.seed, compiles=cfg.train.compile)
+        seed_everything(cfg.seed)
         # one process, or one rank of a data-parallel run under torchrun (its own GPU)
         processes = launched_processes()
         if cfg.train.batch_size < processes:

@@ -3,26 +3,16 @@
 from __future__ import annotations
 
 import random
-import sys
 
 import numpy as np
 import torch
 
 
-def seed_everything(seed: int, compiles: bool = True) -> None:
-    """Seed Python, NumPy and torch, and make torch choose deterministic algorithms (warning
-    where an operation has none). `compiles=False` (nothing in the process will run
-    torch.compile) sets the same flag without torch.use_deterministic_algorithms' import
-    of torch._inductor, whose setting only compiled code reads: in torch 2.14 that import
-    costs 1.6 s of CPU, a third of a small pipeline job."""
+def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
-    set_flag = getattr(torch._C, "_set_deterministic_algorithms", None)  # what the public call sets
-    if compiles or set_flag is None or "torch._inductor.config" in sys.modules:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        set_flag(True, warn_only=True)
+    torch.use_deterministic_algorithms(True, warn_only=True)
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = False
 
