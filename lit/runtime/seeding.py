@@ -13,6 +13,10 @@ def seed_everything(seed: int) -> None:
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True, warn_only=True)
+    # ...but without filling every new tensor's memory with NaN first, which that flag also
+    # turns on (a guard against code that reads memory it never wrote, which ours does not):
+    # 6% of a LIT step's CPU time in fp32 went to those fills
+    torch.utils.deterministic.fill_uninitialized_memory = False
     if torch.backends.cudnn.is_available():
         torch.backends.cudnn.benchmark = False
 
