@@ -121,6 +121,15 @@ class Plan:
     def experiment_teacher(self, experiment: str) -> Run:
         return next(run for run in self.experiment_runs(experiment) if run.role == TEACHER)
 
+    def data_args(self, experiment: str) -> str:
+        """`lit prepare-data`'s overrides for an experiment: the teacher's `data.*` ones, all
+        that it reads. Its other values (epochs, depth, ...) are left out so that a change of
+        them does not rerun the data job: Snakemake (9.27) reruns a job whose params changed
+        and whose output the next jobs read as `ancient`, and then stops; the runs that
+        change only train in a second invocation."""
+        teacher = self.experiment_teacher(experiment)
+        return " ".join(shlex.quote(o) for o in teacher.overrides if o.split("=", 1)[0].startswith("data."))
+
     def teacher_of(self, run: Run) -> Run | None:
         return self.run(run.experiment, run.teacher) if run.teacher else None
 

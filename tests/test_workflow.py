@@ -101,6 +101,18 @@ def test_a_changed_value_reruns_only_the_runs_that_read_it(tiny_project):
     assert counts["train"] == 1 and counts["evaluate"] == 1, f"only LIT reads method.kd_weight: {counts}"
 
 
+def test_a_changed_teacher_schedule_reruns_the_teacher_and_its_learners_at_once(tiny_project):
+    """Not the data job (it reads the data section only): with it, Snakemake would rerun the
+    data alone and leave the training to a second invocation."""
+    config = tiny_config(depths=(8,))
+    teacher = config["experiments"]["tiny"]["teacher"]
+    teacher["overrides"] = {**teacher["overrides"], "train.phases.train.epochs": 3}
+    write_config(tiny_project, config)
+    counts = planned_jobs(tiny_project)
+    assert "prepare_data" not in counts, counts
+    assert counts["train"] == 3 and counts["evaluate"] == 3, f"the teacher, KD and LIT: {counts}"
+
+
 def test_tuning_stage_feeds_its_choice_into_the_final_runs(tiny_project):
     config = tiny_config()
     config["experiments"]["tiny"]["tune"] = {

@@ -131,7 +131,7 @@ def data_config(wildcards):
 
 
 def data_args(wildcards):
-    return PLAN.experiment_teacher(wildcards.exp).args
+    return PLAN.data_args(wildcards.exp)
 
 
 def tuning_of(wildcards):
