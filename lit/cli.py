@@ -193,9 +193,8 @@ def run(args: argparse.Namespace) -> int | None:
         from lit.evaluate.speed import write_speed
 
         result = write_speed(args.run_dirs, args.output, devices=args.devices, rounds=args.rounds,
-                             latency_runs=args.latency_runs, throughput_batch=args.throughput_batch, batch_runs=args.batch_runs,
-                             threads=args.threads,
-                             onnx=args.onnx, min_time_s=args.min_time_s)
+                             latency_runs=args.latency_runs, batch_runs=args.batch_runs, min_time_s=args.min_time_s,
+                             throughput_batch=args.throughput_batch, threads=args.threads, onnx=args.onnx)
         for architecture in result["architectures"]:
             cpu = architecture.get("cpu", {}).get("latency_ms_batch1", {})
             onnx = architecture.get("onnxruntime-cpu", {}).get("latency_ms_batch1")

@@ -51,7 +51,7 @@ def test_each_architecture_is_timed_once_in_interleaved_rounds(runs, monkeypatch
     assert len(timed) == 6 and timed[0::2] == [timed[0]] * 3 and timed[1::2] == [timed[1]] * 3 and timed[0] != timed[1]
     latency = resnet8["cpu"]["latency_ms_batch1"]
     assert 0 < latency["min"] <= latency["median"] <= latency["max"]
-    assert len(latency["rounds"]) == 3 and latency["median"] == sorted(latency["rounds"])[1]
+    assert len(latency["per_round"]) == 3 and latency["median"] == sorted(latency["per_round"])[1]
     assert resnet8["cpu"]["throughput_per_s_batch8"]["median"] > 0
     assert result["threads"] == 1 and result["provenance"]["device_name"]
 

@@ -165,7 +165,7 @@ def calls_for(seconds_per_call: float, at_least: int, min_time_s: float) -> int:
 
 
 def summarise(values: list[float]) -> dict[str, Any]:
-    return {"median": statistics.median(values), "min": min(values), "max": max(values), "rounds": values}
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "per_round": values}
 
 
 def measure_architectures(run_dirs: list[str | Path], devices: list[str] | None = None, rounds: int = 5,
