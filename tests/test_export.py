@@ -237,6 +237,7 @@ def test_lit_speed_onnx_times_onnx_runtime_and_the_tables_carry_it(runs, tmp_pat
         onnx_cpu = architecture["onnxruntime-cpu"]
         assert 0 < onnx_cpu["latency_ms_batch1"]["min"] <= onnx_cpu["latency_ms_batch1"]["median"]
         assert onnx_cpu["throughput_per_s_batch8"]["median"] > 0 and architecture["onnx_max_abs_diff"] <= 1e-4
+        assert set(architecture["calls_per_round"]) == {"cpu", "onnxruntime-cpu"}
     table = aggregate_runs(run_dirs, speed=[tmp_path / "speed.json"])
     student = table[table["run_id"] == "scratch-resnet8-s0"].iloc[0]
     resnet8 = next(a for a in saved["architectures"] if a["label"] == "resnet8")
@@ -253,7 +254,8 @@ def test_without_onnx_the_speed_stage_and_tables_are_as_before(runs, tmp_path):
                  "--latency-runs", "2", "--throughput-batch", "8", "--device", "cpu"]) == 0
     saved = json.loads((tmp_path / "speed.json").read_text())
     assert "onnx" not in saved
-    assert all(set(a) == {"label", "spec", "runs", "cpu"} for a in saved["architectures"])
+    assert all(set(a) == {"label", "spec", "runs", "cpu", "calls_per_round"} for a in saved["architectures"])
+    assert all(set(a["calls_per_round"]) == {"cpu"} for a in saved["architectures"])
     table = aggregate_runs(run_dirs, speed=[tmp_path / "speed.json"])
     assert table["latency_ms_onnx_cpu"].isna().all() and table["latency_ms_cpu"].notna().all()
     summary = summary_table(tabulate_experiment(table))
