@@ -10,7 +10,8 @@ from pathlib import Path
 VERBS_HELP = """\
 verbs:
   train         train a teacher (scratch, or a StarGAN with method.name=stargan), or distil a
-                student from a teacher (kd, lit, fitnets; gan_lit for generators)
+                student from a teacher (kd, lit, fitnets; gan_lit for generators); a
+                classifier is then scored on its test set (kept for `lit evaluate`)
   tune          choose tau, then alpha (KD), then beta (LIT) on validation accuracy -> tuned.json
   evaluate      a run -> eval.json: test accuracy (classifiers) or FID, latency and sample
                 grid (generators), parameters, FLOPs
@@ -67,6 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--latency-runs", type=int, default=30, help="generators: timed calls of the latency")
     evaluate.add_argument("--throughput-batch", type=int, default=256, help=argparse.SUPPRESS)  # kept for old scripts
     evaluate.add_argument("--threads", type=int, help="torch threads (default: torch's own choice)")
+    evaluate.add_argument("--rescore", action="store_true",
+                          help="classifiers: score the checkpoints again, not from the scores `lit train` kept")
 
     speed = verbs.add_parser("speed", help="time every distinct architecture of the runs once, in interleaved rounds")
     speed.add_argument("run_dirs", nargs="+", type=Path, help="evaluated run directories (one experiment's)")
@@ -165,6 +168,14 @@ def run(args: argparse.Namespace) -> int | None:
             summary = train(cfg, args.run_dir, resume=args.resume, device_slot=slot)
             if summary.get("rank"):  # a data-parallel run's other ranks: rank 0 reports
                 return
+            from lit.evaluate.run import score_finished_run
+
+            # a classifier is scored here, where torch, data and model are loaded: `lit evaluate`
+            # then writes eval.json from these scores (lit.evaluate.scores)
+            scored = score_finished_run(args.run_dir)
+            if scored is not None:
+                print(f"scored: test_acc selected {scored['test_acc_selected']:.4f}, last {scored['test_acc_last']:.4f} "
+                      f"(kept in summary.json for `lit evaluate`)")
             if summary["best_val_acc"] is None:
                 print(f"done: {summary['iterations'] or summary['epochs']} {'iterations' if summary['iterations'] else 'epochs'} -> {args.run_dir}")
             else:
@@ -178,13 +189,17 @@ def run(args: argparse.Namespace) -> int | None:
         print(f"tuned over {tuned['trials']} trials: temperature {tuned['temperature']:g}, hard_weight "
               f"{tuned['hard_weight']:g}, kd_weight {tuned['kd_weight']:g} -> {args.out_dir / 'tuned.json'}")
     elif args.verb == "evaluate":
-        from lit.evaluate.run import evaluate_run
+        from lit.evaluate.scores import reuse_training_scores
 
-        if args.threads:
-            import torch
+        result = None if args.rescore else reuse_training_scores(args.run_dir)  # no torch on this path
+        if result is None:
+            from lit.evaluate.run import evaluate_run
 
-            torch.set_num_threads(args.threads)
-        result = evaluate_run(args.run_dir, args.devices, args.latency_runs, args.throughput_batch, args.fid_images)
+            if args.threads:
+                import torch
+
+                torch.set_num_threads(args.threads)
+            result = evaluate_run(args.run_dir, args.devices, args.latency_runs, args.throughput_batch, args.fid_images)
         if "fid" in result:
             print(f"FID {result['fid']:.3f} -> {args.run_dir / 'eval.json'}, {args.run_dir / 'samples.png'}")
         else:
@@ -281,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     args.argv = list(argv)
     from lit.config import ConfigError
-    from lit.runtime.checkpoint import CheckpointError
+    from lit.runtime.errors import CheckpointError  # not lit.runtime.checkpoint: that imports torch
 
     try:
         code = run(args)  # the exit status of a command run in other processes (torchrun)

@@ -6,9 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
-from lit.config import RunConfig, from_dict
+from lit.config import RunConfig
 from lit.data import Batches, DataSplits, load_data
 from lit.models.io import load_model
 from lit.runtime.device import resolve_device
@@ -17,6 +16,8 @@ from lit.runtime.runlog import read_json, write_json
 from lit.evaluate.accuracy import accuracy
 from lit.evaluate.cost import count_flops, count_parameters
 from lit.evaluate.generator import evaluate_generator
+from lit.evaluate.scores import (SCORES_REVISION, checkpoint_digests, classifier_record, run_config,
+                                 training_summary)
 
 
 def example_input(data: DataSplits, batch: int) -> torch.Tensor:
@@ -28,40 +29,52 @@ def example_input(data: DataSplits, batch: int) -> torch.Tensor:
 
 def evaluate_run(run_dir: str | Path, devices: list[str] | None = None, latency_runs: int = 30,
                  throughput_batch: int = 256, fid_images: int | None = None) -> dict[str, Any]:
-    """Score a finished run into its `eval.json` (and, for a generator, `samples.png`).
+    """Score a finished run afresh into its `eval.json` (and, for a generator, `samples.png`).
     A classifier gets accuracy, parameters and FLOPs (its speed comes from the speed
-    stage); a generator gets FID and its latency on `devices[0]` (`latency_runs`)."""
+    stage); a generator gets FID and its latency on `devices[0]` (`latency_runs`).
+    (`lit evaluate` first tries the scores `lit train` kept: `lit.evaluate.scores`.)"""
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run directory (no config.yaml)")
-    cfg = from_dict(yaml.safe_load(config_path.read_text()))
+    cfg = run_config(run_dir)
     started = now()
-    result: dict[str, Any] = {"config": cfg.to_dict()}
-    if (run_dir / "summary.json").exists():
-        result["train"] = read_json(run_dir / "summary.json")
     selected = load_model(run_dir, "best")  # on the CPU: its task decides how the run is scored
     if getattr(selected[0], "task", "classify") == "translate":
+        result: dict[str, Any] = {"config": cfg.to_dict()}
+        if (summary := training_summary(run_dir)) is not None:
+            result["train"] = summary
         device = devices[0] if devices else None
         result.update(evaluate_generator(run_dir, cfg, device, fid_images, latency_runs=latency_runs))
-        scored_on = resolve_device(device or cfg.train.device)
+        # FID is scored in fp32 on this device
+        result["provenance"] = provenance(resolve_device(device or cfg.train.device), precision="float32",
+                                          started=started, finished=now())
     else:
-        scored_on = torch.device("cpu")
-        result.update(evaluate_classifier(run_dir, cfg, selected))
-        result.update(protocol_fields(cfg, result.get("train") or {}))
-    # accuracy (FID) is scored in fp32 on `scored_on`; speed on every device in result["speed"]
-    result["provenance"] = provenance(scored_on, precision="float32", started=started, finished=now())
+        scored = evaluate_classifier(run_dir, cfg, selected)
+        # accuracy is scored in fp32 on the CPU
+        result = classifier_record(run_dir, cfg, scored, provenance(torch.device("cpu"), precision="float32",
+                                                                    started=started, finished=now()))
     write_json(run_dir / "eval.json", result)
     return result
 
 
-def protocol_fields(cfg: RunConfig, summary: dict[str, Any]) -> dict[str, Any]:
-    """How the reported numbers were obtained: the selection rule, the share of the training
-    set held out, and the oracle (best test epoch, the paper's protocol) where it was logged."""
-    fields: dict[str, Any] = {"selection": cfg.train.selection, "val_fraction": cfg.data.val_fraction}
-    if cfg.evaluate.test_every_epoch and "oracle_test_acc" in summary:
-        fields.update(test_acc_oracle=summary["oracle_test_acc"], oracle_epoch=summary.get("oracle_epoch"))
-    return fields
+def score_finished_run(run_dir: str | Path) -> dict[str, Any] | None:
+    """What `lit train` does as a classifier run ends: score its checkpoints as `lit evaluate`
+    would and keep the scores in `summary.json` (see `lit.evaluate.scores`), so that
+    `lit evaluate` writes `eval.json` from them without loading torch again. A generator's
+    evaluation (FID, possibly on another device) is left to `lit evaluate`: None."""
+    run_dir = Path(run_dir)
+    cfg = run_config(run_dir)
+    started = now()
+    selected = load_model(run_dir, "best")
+    if getattr(selected[0], "task", "classify") == "translate":
+        return None
+    digests = checkpoint_digests(run_dir)  # the files scored (the run is over: nothing rewrites them)
+    scored = evaluate_classifier(run_dir, cfg, selected)
+    summary = read_json(run_dir / "summary.json")
+    summary["scores"] = {
+        "revision": SCORES_REVISION, "checkpoints": digests, "result": scored,
+        "provenance": provenance(torch.device("cpu"), precision="float32", started=started, finished=now()),
+    }
+    write_json(run_dir / "summary.json", summary)
+    return scored
 
 
 def evaluate_classifier(run_dir: Path, cfg: RunConfig, selected: tuple[torch.nn.Module, dict[str, Any]]) -> dict[str, Any]:

@@ -13,11 +13,10 @@ from typing import Any
 
 import torch
 
+from lit.runtime.errors import CheckpointError
 from lit.runtime.files import atomic_write
 
-
-class CheckpointError(RuntimeError):
-    """A checkpoint that is missing, truncated, foreign or of another kind."""
+__all__ = ["CheckpointError", "load_checkpoint", "save_checkpoint"]
 
 
 def save_checkpoint(state: dict[str, Any], path: str | Path) -> None:

@@ -48,7 +48,9 @@ rule evaluate:
         exp=CLASSIFIER_EXPERIMENTS,
     conda:
         "../envs/lit.yaml"
-    # accuracy, parameters and FLOPs: nothing the machine's load changes (speed: rule speed)
+    # accuracy, parameters and FLOPs: nothing the machine's load changes (speed: rule speed).
+    # `lit train` scored the run as it ended: this writes eval.json from those scores in a
+    # fraction of a second, without torch (and scores afresh a run that has none)
     threads: 1
     params:
         run_dir=run_dir,
