@@ -273,6 +273,16 @@ def test_lit_plan_names_the_runs_the_pipeline_trains(tmp_path, capsys, monkeypat
     counts = dict(re.findall(r"^(\w+)\s+(\d+)$", output, re.MULTILINE))
     assert counts["train"] == "28" and counts["evaluate"] == "28" and counts["prepare_data"] == "1", counts
     assert counts["tune"] == "1" and counts["report_experiment"] == "1", counts
+    # the critical path first: the teacher, its tuning, then the students learning from it
+    # (jobs Snakemake may start in any order otherwise: it started every scratch student first)
+    priorities = {}
+    for job in re.split(r"\n(?=(?:local)?rule )", output):
+        rule = re.match(r"(?:local)?rule (\w+):", job)
+        run = re.search(r"wildcards: exp=[^,\s]+, (?:run|tuning)=(\w+)-", job)
+        if rule and run and rule[1] in ("train", "tune"):
+            priority = re.search(r"^\s+priority: (\d+)$", job, re.MULTILINE)
+            priorities.setdefault(run[1], set()).add(int(priority[1]) if priority else 0)
+    assert priorities == {"teacher": {3}, "tuning": {2}, "kd": {1}, "lit": {1}, "scratch": {0}}, priorities
 
 
 def set_revision(monkeypatch, catalogue, name: str, revision: int) -> None:

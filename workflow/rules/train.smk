@@ -23,6 +23,7 @@ rule train:
     conda:
         "../envs/lit.yaml"
     threads: 1
+    priority: train_priority
     resources:
         gpu=0,
     params:

@@ -20,6 +20,7 @@ rule tune:
     conda:
         "../envs/lit.yaml"
     threads: 1
+    priority: TUNING_PRIORITY
     resources:
         gpu=0,
     params:
