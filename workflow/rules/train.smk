@@ -20,10 +20,10 @@ rule train:
         f"{RESULTS}/logs/{{exp}}/train/{{run}}.log",
     benchmark:
         f"{RESULTS}/benchmarks/{{exp}}/train/{{run}}.tsv"
+    priority: train_priority
     conda:
         "../envs/lit.yaml"
     threads: 1
-    priority: train_priority
     resources:
         gpu=0,
     params:

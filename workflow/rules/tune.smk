@@ -17,10 +17,10 @@ rule tune:
         f"{RESULTS}/logs/{{exp}}/{{tuning}}.log",
     wildcard_constraints:
         tuning="tuning-[0-9a-f]+",
+    priority: TUNING_PRIORITY
     conda:
         "../envs/lit.yaml"
     threads: 1
-    priority: TUNING_PRIORITY
     resources:
         gpu=0,
     params:
