@@ -8,7 +8,8 @@ then writes `eval.json` from those scores when they are of the checkpoints now i
 directory and of this revision, without importing torch: a pipeline's evaluation job
 takes a fraction of a second instead of a Python-and-torch start-up and a second model
 load (about 6 s of a digits run's 20). Anything else (an imported teacher, a run trained
-before this, a copied checkpoint, `lit evaluate --rescore`) is evaluated afresh.
+before this, a checkpoint replaced since, `lit evaluate --rescore`) is evaluated afresh;
+a run directory copied elsewhere keeps its bytes and so its scores.
 
 No torch here: this is the path that avoids it.
 """
