@@ -171,8 +171,15 @@ def run(args: argparse.Namespace) -> int | None:
             from lit.evaluate.run import score_finished_run
 
             # a classifier is scored here, where torch, data and model are loaded: `lit evaluate`
-            # then writes eval.json from these scores (lit.evaluate.scores)
-            scored = score_finished_run(args.run_dir)
+            # then writes eval.json from these scores (lit.evaluate.scores). The run is trained
+            # whatever happens here: a failure to score it must not fail the training (a
+            # workflow would delete the checkpoints of a failed job), `lit evaluate` reports it
+            try:
+                scored = score_finished_run(args.run_dir)
+            except Exception as err:
+                print(f"lit: warning: the run is trained but was not scored ({type(err).__name__}: {err}); "
+                      f"`lit evaluate {args.run_dir}` scores it", file=sys.stderr)
+                scored = None
             if scored is not None:
                 print(f"scored: test_acc selected {scored['test_acc_selected']:.4f}, last {scored['test_acc_last']:.4f} "
                       f"(kept in summary.json for `lit evaluate`)")

@@ -109,3 +109,25 @@ def test_scoring_a_run_trained_elsewhere_gives_the_scores_lit_evaluate_reuses(di
     reused = reuse_training_scores(run_dir)
     assert main(["evaluate", str(run_dir), "--rescore"]) == 0
     assert without_provenance(reused) == without_provenance(read(run_dir / "eval.json"))
+
+
+def test_a_run_that_cannot_be_scored_is_still_trained(tmp_path, monkeypatch, capsys):
+    """A scoring failure must not fail `lit train` (a workflow deletes a failed job's
+    checkpoints): the run keeps its checkpoints and summary, and `lit evaluate` scores it."""
+    import lit.evaluate.run as run_module
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the test split went missing")
+
+    monkeypatch.setattr(run_module, "evaluate_classifier", broken)
+    run_dir = tmp_path / "run"
+    assert main(["train", str(REPO / "config/runs/digits-student.yaml"), "method.name=scratch", "train.precision=fp32",
+                 "train.phases.train={epochs: 1, lr: 0.05, milestones: []}", "--run-dir", str(run_dir)]) == 0
+    err = capsys.readouterr().err
+    assert "trained but was not scored (RuntimeError: the test split went missing)" in err
+    assert "scores" not in read(run_dir / "summary.json")
+    assert (run_dir / "checkpoints/best.pt").is_file() and (run_dir / "checkpoints/last.pt").is_file()
+    assert main(["evaluate", str(run_dir)]) == 1  # `lit evaluate` scores afresh, and reports the failure
+    assert "the test split went missing" in capsys.readouterr().err
+    monkeypatch.undo()
+    assert main(["evaluate", str(run_dir)]) == 0 and 0 < read(run_dir / "eval.json")["test_acc_selected"] <= 1
