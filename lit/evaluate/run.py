@@ -35,12 +35,13 @@ def evaluate_run(run_dir: str | Path, devices: list[str] | None = None, latency_
     (`lit evaluate` first tries the scores `lit train` kept: `lit.evaluate.scores`.)"""
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
+    summary = training_summary(run_dir)
+    if summary is not None:
+        summary.pop("scores", None)  # eval.json carries the summary, not the scores twice
     started = now()
     selected = load_model(run_dir, "best")  # on the CPU: its task decides how the run is scored
     if getattr(selected[0], "task", "classify") == "translate":
-        result: dict[str, Any] = {"config": cfg.to_dict()}
-        if (summary := training_summary(run_dir)) is not None:
-            result["train"] = summary
+        result: dict[str, Any] = {"config": cfg.to_dict(), **({"train": summary} if summary is not None else {})}
         device = devices[0] if devices else None
         result.update(evaluate_generator(run_dir, cfg, device, fid_images, latency_runs=latency_runs))
         # FID is scored in fp32 on this device
@@ -49,7 +50,7 @@ def evaluate_run(run_dir: str | Path, devices: list[str] | None = None, latency_
     else:
         scored = evaluate_classifier(run_dir, cfg, selected)
         # accuracy is scored in fp32 on the CPU
-        result = classifier_record(run_dir, cfg, scored, provenance(torch.device("cpu"), precision="float32",
+        result = classifier_record(cfg, summary, scored, provenance(torch.device("cpu"), precision="float32",
                                                                     started=started, finished=now()))
     write_json(run_dir / "eval.json", result)
     return result

@@ -55,13 +55,10 @@ def checkpoint_digests(run_dir: Path) -> dict[str, str | None]:
 
 
 def training_summary(run_dir: Path) -> dict[str, Any] | None:
-    """The run's `summary.json` as `eval.json` carries it (without the scores themselves)."""
+    """The run's `summary.json`, its `scores` included (None without one); `eval.json`
+    carries it without them."""
     path = run_dir / "summary.json"
-    if not path.exists():
-        return None
-    summary = read_json(path)
-    summary.pop("scores", None)
-    return summary
+    return read_json(path) if path.exists() else None
 
 
 def protocol_fields(cfg: RunConfig, summary: dict[str, Any]) -> dict[str, Any]:
@@ -73,11 +70,12 @@ def protocol_fields(cfg: RunConfig, summary: dict[str, Any]) -> dict[str, Any]:
     return fields
 
 
-def classifier_record(run_dir: Path, cfg: RunConfig, scored: dict[str, Any], provenance: dict[str, Any]) -> dict[str, Any]:
-    """`eval.json` of a classifier run: its config, its training summary, the scores of its
-    checkpoints (`scored`), how they were obtained and where they were computed."""
+def classifier_record(cfg: RunConfig, summary: dict[str, Any] | None, scored: dict[str, Any],
+                      provenance: dict[str, Any]) -> dict[str, Any]:
+    """`eval.json` of a classifier run: its config, its training summary (without the scores,
+    `training_summary`), the scores of its checkpoints (`scored`), how they were obtained
+    and where they were computed."""
     record: dict[str, Any] = {"config": cfg.to_dict()}
-    summary = training_summary(run_dir)
     if summary is not None:
         record["train"] = summary
     record.update(scored)
@@ -92,15 +90,13 @@ def reuse_training_scores(run_dir: str | Path) -> dict[str, Any] | None:
     checkpoints in the run directory are not the ones scored."""
     run_dir = Path(run_dir)
     cfg = run_config(run_dir)
-    path = run_dir / "summary.json"
-    if not path.exists():
-        return None
-    scores = read_json(path).get("scores")
+    summary = training_summary(run_dir)  # read once: the scores come out of it
+    scores = summary.pop("scores", None) if summary is not None else None
     if not isinstance(scores, dict) or scores.get("revision") != SCORES_REVISION:
         return None
     if scores.get("checkpoints") != checkpoint_digests(run_dir):
         return None
     # the provenance is the training process's: its command line says `lit train`
-    record = classifier_record(run_dir, cfg, scores["result"], scores["provenance"])
+    record = classifier_record(cfg, summary, scores["result"], scores["provenance"])
     write_json(run_dir / "eval.json", record)
     return record
