@@ -75,12 +75,13 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("run_dirs", nargs="+", type=Path, help="evaluated run directories (one experiment's)")
     speed.add_argument("--output", type=Path, required=True, help="the JSON file to write")
     speed.add_argument("--device", action="append", dest="devices", help="device(s) to time (default: cpu, and cuda if present)")
-    speed.add_argument("--rounds", type=int, default=5, help="interleaved rounds; figures are medians over them")
-    speed.add_argument("--latency-runs", type=int, default=20, help="batch-1 calls per round, at the least")
-    speed.add_argument("--min-time", type=float, default=0.2, dest="min_time_s",
-                       help="seconds each figure is timed for per round, at the least: a fast network gets more calls (default 0.2)")
-    speed.add_argument("--throughput-batch", type=int, default=256)
-    speed.add_argument("--batch-runs", type=int, default=3, help="throughput calls per round, at the least")
+    # defaults (None): measure_architectures' own
+    speed.add_argument("--rounds", type=int, help="interleaved rounds; figures are medians over them (default 40)")
+    speed.add_argument("--latency-runs", type=int, help="batch-1 calls per round, at the least (default 20)")
+    speed.add_argument("--min-time", type=float, dest="min_time_s",
+                       help="seconds each figure is timed for per round, at the least: a fast network gets more calls (default 0.02)")
+    speed.add_argument("--throughput-batch", type=int, help="batch of the throughput figure (default 256)")
+    speed.add_argument("--batch-runs", type=int, help="throughput calls per round, at the least (default 1)")
     speed.add_argument("--threads", type=int, default=1, help="torch threads for every timing (default 1)")
     speed.add_argument("--onnx", action="store_true",
                        help="also time each architecture exported to ONNX in ONNX Runtime (onnxruntime-cpu; -cuda where present)")
@@ -214,15 +215,15 @@ def run(args: argparse.Namespace) -> int | None:
     elif args.verb == "speed":
         from lit.evaluate.speed import write_speed
 
-        result = write_speed(args.run_dirs, args.output, devices=args.devices, rounds=args.rounds,
-                             latency_runs=args.latency_runs, batch_runs=args.batch_runs, min_time_s=args.min_time_s,
-                             throughput_batch=args.throughput_batch, threads=args.threads, onnx=args.onnx)
+        given = {name: getattr(args, name) for name in ("rounds", "latency_runs", "batch_runs", "min_time_s", "throughput_batch")}
+        result = write_speed(args.run_dirs, args.output, devices=args.devices, threads=args.threads, onnx=args.onnx,
+                             **{name: value for name, value in given.items() if value is not None})
         for architecture in result["architectures"]:
             cpu = architecture.get("cpu", {}).get("latency_ms_batch1", {})
             onnx = architecture.get("onnxruntime-cpu", {}).get("latency_ms_batch1")
-            print(f"{architecture['label']}: {len(architecture['runs'])} runs, CPU latency {cpu.get('median', float('nan')):.3f} ms "
-                  f"(min {cpu.get('min', float('nan')):.3f}, max {cpu.get('max', float('nan')):.3f})"
-                  + (f", ONNX Runtime {onnx['median']:.3f} ms" if onnx else ""))
+            print(f"{architecture['label']}: {len(architecture['runs'])} runs, CPU latency {cpu.get('min', float('nan')):.3f} ms "
+                  f"in the fastest round (median {cpu.get('median', float('nan')):.3f}, slowest {cpu.get('max', float('nan')):.3f})"
+                  + (f", ONNX Runtime {onnx['min']:.3f} ms" if onnx else ""))
         print(f"-> {args.output}")
     elif args.verb == "export":
         from lit.evaluate.export import default_output, export_run

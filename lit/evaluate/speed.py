@@ -6,17 +6,23 @@ their teacher in one pipeline run. Here every distinct architecture of an experi
 teacher and each student architecture, whatever method trained it; a pruned network is
 its own architecture) is timed once, in one process that the workflow runs alone, with a
 warm-up and then interleaved rounds (teacher, student A, student B, teacher, ...), so that
-a slow spell of the machine hits every architecture alike. Each figure is the median over
-rounds with the range (min, max) and every round's value beside it: batch-1 latency (ms,
+a slow spell of the machine hits every architecture alike. Each figure is kept as the
+median over rounds with the range (min, max) and every round's value: batch-1 latency (ms,
 the median of the calls of a round) and throughput at `throughput_batch` (items/s), at a
-fixed thread count, on the CPU and, where present, the GPU. Runs of one architecture share
-one figure by construction.
+fixed thread count, on the CPU and, where present, the GPU. The tables take the fastest
+round (`lit.report.aggregate.fastest_round`). Runs of one architecture share one figure by
+construction.
 
-A round times each figure for at least `min_time_s`: the warm-up round measures every
-architecture, which then gets enough calls per round (`latency_runs` and `batch_runs` at
-the least, the same number in every round) to fill that time. A fixed count of calls made
-a sub-millisecond network's round a few milliseconds long, and its median moved by 14%
-between two back-to-back stages where the larger networks' moved by 7%.
+Rounds are many and short: 40 of them by default, each figure timed for at least
+`min_time_s` (0.02 s) a round, so that a round of every architecture takes a fraction of a
+second. The warm-up round measures every architecture, which then gets enough calls per
+round (`latency_runs` and `batch_runs` at the least, the same number in every round) to
+fill that time. On a shared virtual machine whose speed changes every few seconds, 5
+rounds of 0.2 s a figure gave speed-ups that moved by 26 to 38% across four back-to-back
+stages; 40 rounds of 0.02 s, in about the same time, gave fastest-round speed-ups within 3
+to 5% across six stages (README). A fixed
+count of calls made a sub-millisecond network's round a few milliseconds long, and its
+median moved by 14% between two stages where the larger networks' moved by 7%.
 
 With `onnx=True` each architecture is also exported to ONNX (`lit.evaluate.export`) and
 timed in ONNX Runtime in the same interleaved rounds, right after its PyTorch timing on
@@ -156,6 +162,8 @@ def onnx_runner(path: Path, device: torch.device, threads: int, single: torch.Te
 
 
 MAX_CALLS = 100_000  # per figure per round, whatever `min_time_s` asks for
+ROUNDS = 40  # timed rounds a stage, by default
+MIN_TIME_S = 0.02  # seconds a figure a round, at the least, by default
 
 
 def calls_for(seconds_per_call: float, at_least: int, min_time_s: float) -> int:
@@ -168,9 +176,9 @@ def summarise(values: list[float]) -> dict[str, Any]:
     return {"median": statistics.median(values), "min": min(values), "max": max(values), "per_round": values}
 
 
-def measure_architectures(run_dirs: list[str | Path], devices: list[str] | None = None, rounds: int = 5,
-                          latency_runs: int = 20, throughput_batch: int = 256, batch_runs: int = 3,
-                          threads: int = 1, onnx: bool = False, min_time_s: float = 0.2) -> dict[str, Any]:
+def measure_architectures(run_dirs: list[str | Path], devices: list[str] | None = None, rounds: int = ROUNDS,
+                          latency_runs: int = 20, throughput_batch: int = 256, batch_runs: int = 1,
+                          threads: int = 1, onnx: bool = False, min_time_s: float = MIN_TIME_S) -> dict[str, Any]:
     """Time every distinct architecture of `run_dirs` (see the module docstring)."""
     if rounds < 1 or latency_runs < 1 or throughput_batch < 1 or batch_runs < 1:
         raise ValueError("rounds, latency_runs, throughput_batch and batch_runs must be positive")

@@ -78,7 +78,7 @@ rule speed:
     threads: EXCLUSIVE_THREADS
     params:
         run_dirs=evaluated_run_dirs,
-        rounds=config.get("evaluate", {}).get("speed_rounds", 5),
+        rounds=config.get("evaluate", {}).get("speed_rounds", 40),
         latency_runs=config.get("evaluate", {}).get("latency_runs", 20),
         onnx=ONNX_SPEED_FLAG,
     shell:
