@@ -139,3 +139,71 @@ def test_an_evaluation_without_an_input_shape_is_named(runs, tmp_path):
     (old / "eval.json").write_text(json.dumps(evaluation))
     with pytest.raises(ValueError, match="records no input shape"):
         measure_architectures([old], devices=["cpu"], rounds=1, latency_runs=1, throughput_batch=2)
+
+
+def load_stability_benchmark():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "speed_stability.py"
+    spec = importlib.util.spec_from_file_location("speed_stability", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def stage(rounds: dict[str, tuple[list[float], list[float]]]) -> dict:
+    """A `lit speed` result with these per-round (latencies, throughputs) per architecture."""
+    import statistics
+
+    return {"architectures": [
+        {"label": f"resnet{depth}", "spec": {"family": "resnet", "depth": depth},
+         "cpu": {"latency_ms_batch1": {"median": statistics.median(lat), "per_round": lat},
+                 "throughput_per_s_batch8": {"median": statistics.median(thr), "per_round": thr}}}
+        for depth, (lat, thr) in rounds.items()]}
+
+
+def test_stability_benchmark_compares_fastest_rounds_and_medians_across_stages():
+    bench = load_stability_benchmark()
+    stages = [stage({32: ([2.0, 3.0, 4.0], [100, 90, 80]), 8: ([0.5, 0.9, 0.6], [400, 300, 350])}),
+              stage({32: ([2.2, 6.0, 6.0], [110, 50, 60]), 8: ([0.55, 1.5, 1.4], [440, 200, 210])})]
+    summary = bench.compare_stages(stages)
+    assert summary["teacher"] == "resnet32"  # the deepest
+    student = summary["architectures"]["resnet8"]
+    assert student["latency_fastest"]["per_stage"] == [0.5, 0.55]
+    assert student["latency_median"]["per_stage"] == [0.6, 1.4]
+    assert student["latency_fastest"]["largest_consecutive_change"] == pytest.approx(0.1)
+    assert student["latency_median"]["largest_consecutive_change"] == pytest.approx(1.4 / 0.6 - 1)
+    assert student["latency_fastest"]["speedup_per_stage"] == pytest.approx([4.0, 4.0])
+    assert student["latency_fastest"]["speedup_spread"] == pytest.approx(0.0)
+    assert student["throughput_fastest"]["per_stage"] == [400, 440]  # the highest throughput
+    assert student["throughput_median"]["speedup_per_stage"] == pytest.approx([350 / 90, 210 / 60])
+    with pytest.raises(ValueError, match="two of them"):
+        bench.compare_stages(stages[:1])
+
+
+def test_stability_benchmark_runs_lit_speed_per_stage_on_a_folder_of_runs(runs, tmp_path, monkeypatch, capsys):
+    """Each stage is a `lit speed` command (here run in-process); a folder of runs stands for
+    the evaluated run directories in it, a folder of none is refused by name."""
+    bench = load_stability_benchmark()
+    commands = []
+
+    def in_process(command, check, stdout):
+        commands.append(command)
+        assert command[1:4] == ["-m", "lit", "speed"] and check
+        assert main(command[3:]) == 0
+
+    monkeypatch.setattr(bench.subprocess, "run", in_process)
+    folder = next(iter(runs.values())).parent
+    (folder / "tuning-x").mkdir(exist_ok=True)  # no eval.json: not a run
+    output = tmp_path / "stability.json"
+    bench.main([str(folder), "--stages", "2", "--output", str(output), "--",
+                "--rounds", "2", "--latency-runs", "1", "--min-time", "0", "--throughput-batch", "4"])
+    result = json.loads(output.read_text())
+    assert len(commands) == 2 and result["lit_speed_options"][:2] == ["--rounds", "2"]
+    assert sorted(Path(run).name for run in result["runs"]) == sorted(runs)
+    assert [len(s["architectures"]) for s in result["stage_results"]] == [2, 2]
+    assert set(result["summary"]["architectures"]) == {"resnet8", "resnet14"}
+    assert result["summary"] == bench.compare_stages(result["stage_results"])
+    assert "resnet8" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="neither an evaluated run directory"):
+        bench.run_directories([tmp_path / "empty"])
