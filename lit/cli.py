@@ -76,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--output", type=Path, required=True, help="the JSON file to write")
     speed.add_argument("--device", action="append", dest="devices", help="device(s) to time (default: cpu, and cuda if present)")
     # defaults (None): measure_architectures' own
-    speed.add_argument("--rounds", type=int, help="interleaved rounds; figures are medians over them (default 40)")
+    speed.add_argument("--rounds", type=int, help="interleaved rounds; each figure keeps its median, fastest and slowest round (default 40)")
     speed.add_argument("--latency-runs", type=int, help="batch-1 calls per round, at the least (default 20)")
     speed.add_argument("--min-time", type=float, dest="min_time_s",
                        help="seconds each figure is timed for per round, at the least: a fast network gets more calls (default 0.02)")

@@ -20,9 +20,9 @@ round (`latency_runs` and `batch_runs` at the least, the same number in every ro
 fill that time. On a shared virtual machine whose speed changes every few seconds, 5
 rounds of 0.2 s a figure gave speed-ups that moved by 26 to 38% across four back-to-back
 stages; 40 rounds of 0.02 s, in about the same time, gave fastest-round speed-ups within 3
-to 5% across six stages (README). A fixed
-count of calls made a sub-millisecond network's round a few milliseconds long, and its
-median moved by 14% between two stages where the larger networks' moved by 7%.
+to 5% across six stages (README). A fixed count of calls made a sub-millisecond
+network's round a few milliseconds long, and its median moved by 14% between two stages
+where the larger networks' moved by 7%.
 
 With `onnx=True` each architecture is also exported to ONNX (`lit.evaluate.export`) and
 timed in ONNX Runtime in the same interleaved rounds, right after its PyTorch timing on

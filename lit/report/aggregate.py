@@ -88,9 +88,10 @@ def sort_runs(table: pd.DataFrame) -> pd.DataFrame:
 
 def fastest_round(name: str, figure: dict[str, Any]) -> float:
     """The table's value of a speed-stage figure: its fastest round (the lowest latency, the
-    highest throughput). On a shared machine a slow spell only adds time, and over the
-    stage's many short rounds the fastest agreed within 5% across back-to-back stages where
-    the median moved by up to 25% (README); the median and every round stay in the file."""
+    highest throughput). On a shared machine a slow spell only adds time: over the stage's
+    many short rounds, the fastest batch-1 latency of back-to-back stages agreed within 1 to
+    5% where the medians moved by up to 64% (README); the median and every round stay in
+    the speed file."""
     return figure["min"] if name.startswith("latency") else figure["max"]
 
 
