@@ -213,7 +213,7 @@ def run(args: argparse.Namespace) -> int | None:
         else:
             print(f"test_acc selected {result['test_acc_selected']:.4f}, last {result['test_acc_last']:.4f} -> {args.run_dir / 'eval.json'}")
     elif args.verb == "speed":
-        from lit.evaluate.speed import write_speed
+        from lit.evaluate.speed import busy_figures, write_speed
 
         given = {name: getattr(args, name) for name in ("rounds", "latency_runs", "batch_runs", "min_time_s", "throughput_batch")}
         result = write_speed(args.run_dirs, args.output, devices=args.devices, threads=args.threads, onnx=args.onnx,
@@ -224,6 +224,10 @@ def run(args: argparse.Namespace) -> int | None:
             print(f"{architecture['label']}: {len(architecture['runs'])} runs, CPU latency {cpu.get('min', float('nan')):.3f} ms "
                   f"in the fastest round (median {cpu.get('median', float('nan')):.3f}, slowest {cpu.get('max', float('nan')):.3f})"
                   + (f", ONNX Runtime {onnx['min']:.3f} ms" if onnx else ""))
+        busy = busy_figures(result)
+        if busy:
+            print("lit: warning: the machine was busy or changed speed during the stage; these medians will not "
+                  "repeat (the tables take the fastest round): " + "; ".join(busy), file=sys.stderr)
         print(f"-> {args.output}")
     elif args.verb == "export":
         from lit.evaluate.export import default_output, export_run

@@ -207,3 +207,25 @@ def test_stability_benchmark_runs_lit_speed_per_stage_on_a_folder_of_runs(runs, 
     assert "resnet8" in capsys.readouterr().out
     with pytest.raises(SystemExit, match="neither an evaluated run directory"):
         bench.run_directories([tmp_path / "empty"])
+
+
+def test_a_stage_on_a_busy_machine_is_named(runs, tmp_path, monkeypatch, capsys):
+    """A batch-1 median more than 10% above its fastest round means the machine was busy:
+    `lit speed` names each such figure on stderr, and stays quiet on a steady stage."""
+    def latency(median, fastest):
+        return {"latency_ms_batch1": {"median": median, "min": fastest, "max": median * 2, "per_round": [fastest, median]}}
+
+    busy = {"architectures": [
+        {"label": "resnet32", "spec": {"depth": 32}, "runs": ["a"], "cpu": latency(1.2, 1.0),
+         "onnxruntime-cpu": latency(0.5, 0.49), "calls_per_round": {"cpu": {"latency_runs": 20}}, "onnx_max_abs_diff": 0.0},
+        {"label": "resnet8", "spec": {"depth": 8}, "runs": ["b"], "cpu": latency(0.44, 0.4)}]}
+    assert speed_module.busy_figures(busy) == ["resnet32 (cpu): median 1.200 ms, 20% above the fastest round's 1.000"]
+    assert speed_module.busy_figures(busy, tolerance=0.05) == [
+        "resnet32 (cpu): median 1.200 ms, 20% above the fastest round's 1.000",
+        "resnet8 (cpu): median 0.440 ms, 10% above the fastest round's 0.400"]
+
+    for result, warned in ((busy, True), ({"architectures": [busy["architectures"][1]]}, False)):
+        monkeypatch.setattr(speed_module, "measure_architectures", lambda run_dirs, result=result, **options: result)
+        assert main(["speed", str(runs["scratch-resnet8-s0"]), "--output", str(tmp_path / "speed.json")]) == 0
+        err = capsys.readouterr().err
+        assert ("machine was busy" in err and "resnet32 (cpu): median 1.200 ms" in err) is warned, err

@@ -241,6 +241,24 @@ def measure_architectures(run_dirs: list[str | Path], devices: list[str] | None 
     return result
 
 
+BUSY_MEDIAN_ABOVE_FASTEST = 0.10  # a stage whose medians sit further above the fastest round ran on a busy machine
+
+
+def busy_figures(result: dict[str, Any], tolerance: float = BUSY_MEDIAN_ABOVE_FASTEST) -> list[str]:
+    """The batch-1 latencies of a `measure_architectures` result whose median is more than
+    `tolerance` above its fastest round, named with the gap: the machine was busy or
+    changed speed during the stage, so medians from it will not repeat (the tables take the
+    fastest round; time again on a quieter machine for medians)."""
+    busy = []
+    for architecture in result["architectures"]:
+        for engine, figures in architecture.items():
+            latency = figures.get("latency_ms_batch1") if isinstance(figures, dict) else None
+            if latency and latency["median"] > latency["min"] * (1 + tolerance):
+                busy.append(f"{architecture['label']} ({engine}): median {latency['median']:.3f} ms, "
+                            f"{100 * (latency['median'] / latency['min'] - 1):.0f}% above the fastest round's {latency['min']:.3f}")
+    return busy
+
+
 def write_speed(run_dirs: list[str | Path], output: str | Path, **options: Any) -> dict[str, Any]:
     result = measure_architectures(run_dirs, **options)
     write_json(output, result)
