@@ -151,8 +151,8 @@ def load_stability_benchmark():
     return module
 
 
-def stage(rounds: dict[str, tuple[list[float], list[float]]]) -> dict:
-    """A `lit speed` result with these per-round (latencies, throughputs) per architecture."""
+def stage(rounds: dict[int, tuple[list[float], list[float]]]) -> dict:
+    """A `lit speed` result with these per-round (latencies, throughputs) per ResNet depth."""
     import statistics
 
     return {"architectures": [
