@@ -101,6 +101,24 @@ def test_a_changed_value_reruns_only_the_runs_that_read_it(tiny_project):
     assert counts["train"] == 1 and counts["evaluate"] == 1, f"only LIT reads method.kd_weight: {counts}"
 
 
+def test_retimed_speed_stage_remakes_the_tables_and_trains_nothing(tiny_project):
+    """The speed files are `ancient` inputs of the tables, across which Snakemake does not
+    propagate a rerun: other speed settings must still remake the tables that read them."""
+    config = with_fitnets(tiny_config())
+    config["evaluate"]["speed_rounds"] = 2
+    write_config(tiny_project, config)
+    counts = planned_jobs(tiny_project)
+    assert counts == {"speed": 1, "report_experiment": 1, "aggregate_all": 1, "all": 1}, counts
+    snakemake(tiny_project, "--cores", "2")
+    folder = tiny_project / "results" / "tiny"
+    assert json.loads((folder / "tiny-speed.json").read_text())["rounds"] == 2
+    settings = list(folder.glob("tiny-speed-settings-*.txt"))  # this stage's only: the former one removed
+    assert len(settings) == 1 and settings[0].read_text().startswith("rounds=2 "), settings
+    timings = {a["label"]: a["cpu"]["latency_ms_batch1"]["min"] for a in json.loads((folder / "tiny-speed.json").read_text())["architectures"]}
+    summary = pd.read_csv(folder / "tiny-summary.csv")
+    assert sorted(summary["latency_ms_cpu"].unique()) == sorted(timings.values())  # the tables read the new stage
+
+
 def test_a_changed_teacher_schedule_reruns_the_teacher_and_its_learners_at_once(tiny_project):
     """Not the data job (it reads the data section only): with it, Snakemake would rerun the
     data alone and leave the training to a second invocation."""

@@ -44,8 +44,6 @@ PUBLISHED_DIGEST = (
 )
 
 
-# `evaluate.onnx: true`: the speed stage also times every architecture in ONNX Runtime
-# (`lit speed --onnx`); off (the default), the speed rule's command is the one it was
 def exclusive_threads():
     """Every core of the workflow where it has a number of them (a local run: the speed
     job then runs alone), else 1 (a cluster, whose profile asks for a node of its own).
@@ -57,7 +55,27 @@ def exclusive_threads():
 
 
 EXCLUSIVE_THREADS = exclusive_threads()
+# `evaluate.onnx: true`: the speed stage also times every architecture in ONNX Runtime
+# (`lit speed --onnx`).
 ONNX_SPEED_FLAG = " --onnx" if config.get("evaluate", {}).get("onnx", False) else ""
+SPEED_ROUNDS = config.get("evaluate", {}).get("speed_rounds", 40)
+SPEED_LATENCY_RUNS = config.get("evaluate", {}).get("latency_runs", 20)
+# The speed stage's settings, and the figure the tables take from its file (the fastest
+# round, `lit.report.aggregate.fastest_round`), name a file the speed job writes beside
+# its timings and the tables read: `<exp>-speed-settings-<digest>.txt`. The speed files
+# are `ancient` inputs of the tables, across which Snakemake does not propagate a rerun
+# (nor does it then look at the tables' own params): other settings retime the stage, and
+# the tables, whose settings file does not exist yet, are remade in the same invocation.
+SPEED_SETTINGS = (
+    f"rounds={SPEED_ROUNDS} latency_runs={SPEED_LATENCY_RUNS} "
+    f"onnx={bool(ONNX_SPEED_FLAG)} tables=fastest-round"
+)
+SPEED_SETTINGS_DIGEST = hashlib.sha256(SPEED_SETTINGS.encode()).hexdigest()[:10]
+
+
+def speed_settings_file(exp):
+    return f"{RESULTS}/{exp}/{exp}-speed-settings-{SPEED_SETTINGS_DIGEST}.txt"
+
 
 # `gpu_slots_per_device: K` (set by the gpu profile): each training job takes one of K
 # slots per GPU of this machine (`lit train` reads LIT_DEVICE_SLOTS as --device-slots), so
@@ -206,6 +224,14 @@ def all_speed_files(wildcards):
     """The speed stage's file of every classifier experiment."""
     return [
         ancient(f"{RESULTS}/{exp}/{exp}-speed.json")
+        for exp in PLAN.experiments_of_kind("classifier")
+    ]
+
+
+def all_speed_settings_files(wildcards):
+    """The speed stage's settings file of every classifier experiment (SPEED_SETTINGS)."""
+    return [
+        ancient(speed_settings_file(exp))
         for exp in PLAN.experiments_of_kind("classifier")
     ]
 

@@ -4,13 +4,15 @@
 # since run directories are named by content. A new or removed run changes the set of
 # inputs, which reruns the table; a rerun evaluation has no eval.json yet, so it
 # propagates. (Snakemake does not propagate a rerun across an ancient input that exists,
-# which is why no rule here reads another rule's table.)
+# which is why no rule here reads another rule's table, and why the speed stage's settings
+# name a file the tables read: `SPEED_SETTINGS` in common.smk.)
 
 
 rule report_experiment:
     input:
         evaluations=experiment_evaluations,
         speed=ancient(f"{RESULTS}/{{exp}}/{{exp}}-speed.json"),
+        speed_settings=ancient(speed_settings_file("{exp}")),
         published=[ancient(p) for p in PUBLISHED],
     output:
         table=f"{RESULTS}/{{exp}}/table.csv",
@@ -125,6 +127,7 @@ rule aggregate_all:
     input:
         evaluations=all_evaluations,
         speed=all_speed_files,
+        speed_settings=all_speed_settings_files,
     output:
         table=report(
             f"{RESULTS}/table.csv", caption="../report/table.rst", category="Tables"

@@ -68,7 +68,8 @@ rule speed:
     input:
         evaluations=experiment_evaluations,
     output:
-        f"{RESULTS}/{{exp}}/{{exp}}-speed.json",
+        speed=f"{RESULTS}/{{exp}}/{{exp}}-speed.json",
+        settings=speed_settings_file("{exp}"),
     log:
         f"{RESULTS}/logs/{{exp}}/speed.log",
     wildcard_constraints:
@@ -78,12 +79,17 @@ rule speed:
     threads: EXCLUSIVE_THREADS
     params:
         run_dirs=evaluated_run_dirs,
-        rounds=config.get("evaluate", {}).get("speed_rounds", 40),
-        latency_runs=config.get("evaluate", {}).get("latency_runs", 20),
+        rounds=SPEED_ROUNDS,
+        latency_runs=SPEED_LATENCY_RUNS,
         onnx=ONNX_SPEED_FLAG,
+        settings=SPEED_SETTINGS,
+        stale_settings=lambda wildcards: speed_settings_file(wildcards.exp).replace(
+            SPEED_SETTINGS_DIGEST, "*"
+        ),
     shell:
-        "lit speed {params.run_dirs} --output {output} --threads 1 --rounds {params.rounds} "
-        "--latency-runs {params.latency_runs}{params.onnx} > {log} 2>&1"
+        "(lit speed {params.run_dirs} --output {output.speed} --threads 1 --rounds {params.rounds} "
+        "--latency-runs {params.latency_runs}{params.onnx} && rm -f {params.stale_settings} "
+        "&& echo '{params.settings}' > {output.settings}) > {log} 2>&1"
 
 
 rule evaluate_generator:
