@@ -73,8 +73,8 @@ SPEED_SETTINGS = (
 SPEED_SETTINGS_DIGEST = hashlib.sha256(SPEED_SETTINGS.encode()).hexdigest()[:10]
 
 
-def speed_settings_file(exp):
-    return f"{RESULTS}/{exp}/{exp}-speed-settings-{SPEED_SETTINGS_DIGEST}.txt"
+def speed_settings_file(exp, digest=SPEED_SETTINGS_DIGEST):
+    return f"{RESULTS}/{exp}/{exp}-speed-settings-{digest}.txt"
 
 
 # `gpu_slots_per_device: K` (set by the gpu profile): each training job takes one of K

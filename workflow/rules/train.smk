@@ -63,7 +63,8 @@ rule evaluate:
 # interleaved rounds, while nothing else runs: the job holds every core of the workflow
 # (on a cluster the profile asks for a whole node). Students of one architecture share
 # one speed figure by construction. With `evaluate.onnx: true` each architecture is also
-# exported to ONNX and timed in ONNX Runtime in the same rounds.
+# exported to ONNX and timed in ONNX Runtime in the same rounds. Beside the timings it
+# writes the file named by its settings that the tables read (`SPEED_SETTINGS`).
 rule speed:
     input:
         evaluations=experiment_evaluations,
@@ -83,9 +84,7 @@ rule speed:
         latency_runs=SPEED_LATENCY_RUNS,
         onnx=ONNX_SPEED_FLAG,
         settings=SPEED_SETTINGS,
-        stale_settings=lambda wildcards: speed_settings_file(wildcards.exp).replace(
-            SPEED_SETTINGS_DIGEST, "*"
-        ),
+        stale_settings=lambda wildcards: speed_settings_file(wildcards.exp, "*"),
     shell:
         "(lit speed {params.run_dirs} --output {output.speed} --threads 1 --rounds {params.rounds} "
         "--latency-runs {params.latency_runs}{params.onnx} && rm -f {params.stale_settings} "
