@@ -22,7 +22,9 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-FASTEST = {"latency": min, "throughput": max}  # the fastest round: the lowest latency, the highest throughput
+from lit.report.aggregate import fastest_round  # the tables' figure of a speed-stage file
+
+KINDS = ("latency", "throughput")
 
 
 def run_directories(paths: list[Path]) -> list[Path]:
@@ -50,10 +52,11 @@ def stage_figures(stage: dict[str, Any], engine: str = "cpu") -> dict[str, dict[
     figures = {}
     for architecture in stage["architectures"]:
         timings = architecture[engine]
-        figures[architecture["label"]] = {
-            kind: {"fastest": FASTEST[kind](timings[figure_name(timings, kind)]["per_round"]),
-                   "median": timings[figure_name(timings, kind)]["median"]}
-            for kind in FASTEST}
+        figures[architecture["label"]] = {}
+        for kind in KINDS:
+            name = figure_name(timings, kind)
+            figures[architecture["label"]][kind] = {"fastest": fastest_round(name, timings[name]),
+                                                    "median": timings[name]["median"]}
     return figures
 
 
@@ -74,7 +77,7 @@ def compare_stages(stages: list[dict[str, Any]], engine: str = "cpu") -> dict[st
     summary: dict[str, Any] = {"teacher": teacher, "architectures": {}}
     for label in per_stage[0]:
         entry: dict[str, Any] = {}
-        for kind in FASTEST:
+        for kind in KINDS:
             for statistic in ("fastest", "median"):
                 values = [figures[label][kind][statistic] for figures in per_stage]
                 teachers = [figures[teacher][kind][statistic] for figures in per_stage]

@@ -157,8 +157,9 @@ def stage(rounds: dict[int, tuple[list[float], list[float]]]) -> dict:
 
     return {"architectures": [
         {"label": f"resnet{depth}", "spec": {"family": "resnet", "depth": depth},
-         "cpu": {"latency_ms_batch1": {"median": statistics.median(lat), "per_round": lat},
-                 "throughput_per_s_batch8": {"median": statistics.median(thr), "per_round": thr}}}
+         "cpu": {"latency_ms_batch1": {"median": statistics.median(lat), "min": min(lat), "max": max(lat), "per_round": lat},
+                 "throughput_per_s_batch8": {"median": statistics.median(thr), "min": min(thr), "max": max(thr),
+                                             "per_round": thr}}}
         for depth, (lat, thr) in rounds.items()]}
 
 
