@@ -2,7 +2,7 @@
 runs several times back to back, each stage in its own process as the pipeline's speed
 job, and prints, per architecture, each stage's fastest-round and median batch-1 latency
 and throughput, the largest change between consecutive stages, and the spread of the
-speed-ups over the teacher (the deepest architecture) across stages. Writes JSON.
+speed-ups over the teacher (`teacher_label`) across stages. Writes JSON.
 
     .venv/bin/python benchmarks/speed_stability.py results/runs/digits-resnet --stages 4 \\
         --output benchmarks/results/speed-stability-digits.json
@@ -61,14 +61,20 @@ def stage_figures(stage: dict[str, Any], engine: str = "cpu") -> dict[str, dict[
 
 
 def teacher_label(stage: dict[str, Any]) -> str:
-    """The deepest architecture of a stage (the teacher of a depth sweep)."""
-    return max(stage["architectures"], key=lambda a: (a["spec"].get("depth") or 0, a["label"]))["label"]
+    """The teacher's architecture: the one with a run named `teacher-...` (the pipeline's
+    name for it), else the deepest, an unpruned network before a pruned one of its depth
+    (network slimming prunes a network as deep as the teacher)."""
+    for architecture in stage["architectures"]:
+        if any(Path(run).name.startswith("teacher-") for run in architecture.get("runs", ())):
+            return architecture["label"]
+    return max(stage["architectures"], key=lambda a: (a["spec"].get("depth") or 0,
+                                                      not a["spec"].get("options", {}).get("pruned"), a["label"]))["label"]
 
 
 def compare_stages(stages: list[dict[str, Any]], engine: str = "cpu") -> dict[str, Any]:
     """Per architecture, kind and statistic: every stage's value, the largest relative change
-    between consecutive stages, and the speed-up over the teacher (the deepest
-    architecture: latency teacher / student, throughput student / teacher) per stage with
+    between consecutive stages, and the speed-up over the teacher (`teacher_label`:
+    latency teacher / student, throughput student / teacher) per stage with
     its spread (max / min - 1)."""
     if len(stages) < 2:
         raise ValueError("comparing stages needs two of them at least")

@@ -72,7 +72,8 @@ def test_a_round_times_each_figure_for_at_least_min_time(runs, monkeypatch):
     assert result["min_time_s"] == 0.05
     by_label = {a["label"]: a for a in result["architectures"]}
     sizes = sorted({size for size, _, _ in order})  # resnet8, resnet14
-    timed = order[2:]  # after each architecture's warm-up
+    assert [(l, b) for _, l, b in order[:4]] == [(1, 1), (5, 1)] * 2  # each: a first call, then its pace
+    timed = order[4:]  # after each architecture's warm-up
     for size, label in zip(sizes, ("resnet8", "resnet14")):
         counts = by_label[label]["calls_per_round"]["cpu"]
         assert counts["latency_runs"] >= 3 and counts["batch_runs"] >= 2
@@ -82,6 +83,42 @@ def test_a_round_times_each_figure_for_at_least_min_time(runs, monkeypatch):
         latency_s = by_label[label]["cpu"]["latency_ms_batch1"]["max"] / 1e3
         assert counts["latency_runs"] == 3 or counts["latency_runs"] * latency_s > 0.05 / 10
     assert by_label["resnet8"]["calls_per_round"]["cpu"]["latency_runs"] > by_label["resnet14"]["calls_per_round"]["cpu"]["latency_runs"]
+
+
+def test_the_first_call_of_a_network_does_not_set_its_pace(runs, monkeypatch):
+    """A network's first call sets up its kernels and memory and takes far longer than the
+    next: the warm-up makes it untimed, so the calls per round follow the later pace."""
+    calls: dict[int, int] = {}
+
+    def first_slow(model, single, batch, device, latency_runs, batch_runs):
+        calls[id(model)] = calls.get(id(model), 0) + 1
+        return (1.0, 1.0) if calls[id(model)] == 1 else (0.001, 0.004)  # seconds: batch 1, batch
+
+    monkeypatch.setattr(speed_module, "time_round", first_slow)
+    result = measure_architectures(list(runs.values()), devices=["cpu"], rounds=2, latency_runs=3, batch_runs=1,
+                                   throughput_batch=8, min_time_s=0.02)
+    for architecture in result["architectures"]:
+        assert architecture["calls_per_round"]["cpu"] == {"latency_runs": 20, "batch_runs": 5}
+        assert architecture["cpu"]["latency_ms_batch1"]["max"] == pytest.approx(1.0)  # no round took the first call's time
+
+
+def test_each_pruned_architecture_has_a_label_of_its_own():
+    """Seeds of a pruning method keep different channels: one depth, as many architectures,
+    each named apart (a count of pruned layers named them alike, and the stability
+    benchmark, keyed by label, merged them)."""
+    base = {"family": "resnet", "depth": 20, "options": {}}
+    def pruned(width: int) -> dict:
+        return {"sections.0.0.bn1": {"num_features": width},
+                "sections.0.0.conv1": {"in_channels": 16, "out_channels": width}}
+
+    seed0 = {**base, "options": {"pruned": pruned(7)}}
+    seed1 = {**base, "options": {"pruned": pruned(9)}}  # as many pruned layers, other widths
+    labels = [speed_module.architecture_label(spec) for spec in (base, seed0, seed1)]
+    assert labels[0] == "resnet20"
+    assert labels[1].startswith("resnet20-pruned-") and labels[2].startswith("resnet20-pruned-")
+    assert labels[1] != labels[2]
+    same = {**base, "options": {"pruned": dict(reversed(list(pruned(7).items())))}}  # other order, same net
+    assert speed_module.architecture_label(same) == labels[1]
 
 
 def test_calls_for_a_minimum_time():
@@ -180,6 +217,25 @@ def test_stability_benchmark_compares_fastest_rounds_and_medians_across_stages()
     assert student["throughput_median"]["speedup_per_stage"] == pytest.approx([350 / 90, 210 / 60])
     with pytest.raises(ValueError, match="two of them"):
         bench.compare_stages(stages[:1])
+
+
+def test_stability_benchmark_takes_the_teachers_architecture_not_a_pruned_one_of_its_depth():
+    """Network slimming prunes a network as deep as the teacher: the reference is the
+    architecture of the run named `teacher-...`, else the deepest unpruned one."""
+    bench = load_stability_benchmark()
+
+    def architecture(label, depth, runs, pruned=None):
+        return {"label": label, "spec": {"family": "resnet", "depth": depth, "options": {"pruned": pruned} if pruned else {}},
+                "runs": runs}
+
+    slimmed = architecture("resnet20-pruned-zzzzzz", 20, ["runs/x/slimming-resnet20-s0-1"], {"sections.0.0.bn1": {}})
+    teacher = architecture("resnet20", 20, ["runs/x/teacher-resnet20-s0-2"])
+    student = architecture("resnet8", 8, ["runs/x/kd-resnet8-s0-3"])
+    assert bench.teacher_label({"architectures": [student, slimmed, teacher]}) == "resnet20"
+    unnamed = {**teacher, "runs": ["elsewhere/run"]}  # no run named as a teacher: the deepest unpruned
+    assert bench.teacher_label({"architectures": [student, slimmed, unnamed]}) == "resnet20"
+    shallow_teacher = architecture("resnet14", 14, ["runs/x/teacher-resnet14-s0-4"])
+    assert bench.teacher_label({"architectures": [student, unnamed, shallow_teacher]}) == "resnet14"
 
 
 def test_stability_benchmark_runs_lit_speed_per_stage_on_a_folder_of_runs(runs, tmp_path, monkeypatch, capsys):

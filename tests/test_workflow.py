@@ -119,6 +119,20 @@ def test_retimed_speed_stage_remakes_the_tables_and_trains_nothing(tiny_project)
     assert sorted(summary["latency_ms_cpu"].unique()) == sorted(timings.values())  # the tables read the new stage
 
 
+def test_a_deleted_speed_settings_file_retimes_the_stage_and_remakes_the_tables(tiny_project):
+    """The README's way to time again with the same settings: delete the settings file and
+    force the tables (a deleted file that only up-to-date jobs read is not remade)."""
+    from test_readme import readme_line
+
+    readme_line("rm results/digits-resnet/digits-resnet-speed-settings-*.txt")
+    line = readme_line(".venv/bin/snakemake --workflow-profile workflow/profiles/local --cores 2 --forcerun report_experiment")
+    for path in (tiny_project / "results" / "tiny").glob("tiny-speed-settings-*.txt"):
+        path.unlink()
+    assert planned_jobs(tiny_project) == {}  # the deleted file alone: nothing to do
+    counts = planned_jobs(tiny_project, *line.split(" --cores 2 ")[1].split())
+    assert counts == {"speed": 1, "report_experiment": 1, "aggregate_all": 1, "all": 1}, counts
+
+
 def test_a_changed_teacher_schedule_reruns_the_teacher_and_its_learners_at_once(tiny_project):
     """Not the data job (it reads the data section only): with it, Snakemake would rerun the
     data alone and leave the training to a second invocation."""

@@ -15,8 +15,10 @@ construction.
 
 Rounds are many and short: 40 of them by default, each figure timed for at least
 `min_time_s` (0.02 s) a round, so that a round of every architecture takes a fraction of a
-second. The warm-up round measures every architecture, which then gets enough calls per
-round (`latency_runs` and `batch_runs` at the least, the same number in every round) to
+second. The warm-up round calls every architecture once untimed (the first call of a
+network sets up its kernels and memory: it took several times a later one, and a batch
+time taken from it gave the throughput figure too few calls) and then measures its pace,
+so that it gets enough calls per round (`latency_runs` and `batch_runs` at the least, the same number in every round) to
 fill that time. On a shared virtual machine whose speed changes every few seconds, 5
 rounds of 0.2 s a figure gave speed-ups that moved by 26 to 38% across four back-to-back
 stages; 40 rounds of 0.02 s, in about the same time, gave fastest-round speed-ups within 3
@@ -35,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import json
 import math
 import statistics
@@ -57,8 +60,14 @@ def architecture_key(spec: dict[str, Any]) -> str:
 
 
 def architecture_label(spec: dict[str, Any]) -> str:
+    """A name per architecture: family and depth, and for a pruned network a digest of what
+    was pruned (each seed of a pruning method prunes its own channels, so two pruned
+    networks of one depth are two architectures; a count of pruned layers named them alike)."""
     pruned = spec.get("options", {}).get("pruned")
-    return f"{spec['family']}{spec['depth']}" + (f"-pruned{len(pruned)}" if pruned else "")
+    if not pruned:
+        return f"{spec['family']}{spec['depth']}"
+    digest = hashlib.sha1(json.dumps(pruned, sort_keys=True).encode()).hexdigest()[:6]
+    return f"{spec['family']}{spec['depth']}-pruned-{digest}"
 
 
 def example_batch(input_shape: list[int], kind: str, batch: int) -> torch.Tensor:
@@ -211,7 +220,8 @@ def measure_architectures(run_dirs: list[str | Path], devices: list[str] | None 
             for repeat in range(rounds + 1):  # a warm-up round, then the timed ones
                 for key, engines in runners.items():  # interleaved: every architecture in every round
                     for label, timed_round in engines.items():
-                        if not repeat:
+                        if not repeat:  # a first, untimed call of each (one-time set-up), then the pace
+                            timed_round(latency_runs=1, batch_runs=1)
                             latency, batch_time = timed_round(latency_runs=5, batch_runs=1)
                             counts[key][label] = {"latency_runs": calls_for(latency, latency_runs, min_time_s),
                                                  "batch_runs": calls_for(batch_time, batch_runs, min_time_s)}
