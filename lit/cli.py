@@ -85,6 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
     speed.add_argument("--threads", type=int, default=1, help="torch threads for every timing (default 1)")
     speed.add_argument("--onnx", action="store_true",
                        help="also time each architecture exported to ONNX in ONNX Runtime (onnxruntime-cpu; -cuda where present)")
+    speed.add_argument("--release-memory", action="store_true",
+                       help="leave the C allocator as it is: freed memory goes back to the system and a batch call faults it in "
+                            "again (by default it is kept, so that batch timings measure the network, not page faults)")
     evaluate.add_argument("--fid-images", type=int, help="generators: test images translated for FID (default: evaluate.fid_images)")
 
     export = verbs.add_parser("export", help="write a run's model as ONNX or TorchScript, checked against PyTorch")
@@ -216,6 +219,8 @@ def run(args: argparse.Namespace) -> int | None:
         from lit.evaluate.speed import busy_figures, write_speed
 
         given = {name: getattr(args, name) for name in ("rounds", "latency_runs", "batch_runs", "min_time_s", "throughput_batch")}
+        if args.release_memory:
+            given["keep_memory"] = False
         result = write_speed(args.run_dirs, args.output, devices=args.devices, threads=args.threads, onnx=args.onnx,
                              **{name: value for name, value in given.items() if value is not None})
         for architecture in result["architectures"]:

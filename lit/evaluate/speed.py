@@ -26,6 +26,10 @@ to 5% across six stages (README). A fixed count of calls made a sub-millisecond
 network's round a few milliseconds long, and its median moved by 14% between two stages
 where the larger networks' moved by 7%.
 
+The C allocator keeps the memory a call frees (`keep_freed_memory`): by default it gave a
+batch's large blocks back to the system after each call and faulted them in again on the
+next, which took a third of a batch call's time and moved with the host.
+
 With `onnx=True` each architecture is also exported to ONNX (`lit.evaluate.export`) and
 timed in ONNX Runtime in the same interleaved rounds, right after its PyTorch timing on
 the same device and at the same thread count (`intra_op_num_threads`): the CPU execution
@@ -36,6 +40,8 @@ has it and the GPU is timed (inputs and outputs bound on the GPU, as PyTorch's a
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import functools
 import hashlib
 import json
@@ -170,6 +176,33 @@ def onnx_runner(path: Path, device: torch.device, threads: int, single: torch.Te
     return calls[0], calls[1]
 
 
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4  # glibc's mallopt parameters (malloc.h)
+
+
+def keep_freed_memory() -> str:
+    """Ask the C allocator to keep the memory that a timed call frees, for the rest of the
+    process, and say what was done (recorded in the speed file).
+
+    By default glibc's malloc serves a large block (an activation of a batch of 256) from
+    its own mmap and returns it to the system when freed, so every batch call faults its
+    memory back in, page by page: on 2 cores of an AMD EPYC (a KVM guest), a ResNet-32
+    forward at batch 256 of 8x8 digits made about 6,000 page faults a call and took 45 ms in
+    its fastest round, a CIFAR ResNet-20 about 75,000 and 465 ms; kept, no faults, 30 ms
+    and 295 ms, and the rounds far steadier. Those faults time the allocator and the host's
+    memory, not the architecture. With `mmap` off and trimming at 2 GiB, freed memory stays
+    in the process and the next call reuses it (what jemalloc or tcmalloc, often preloaded
+    for CPU inference, do on their own). Batch-1 calls are small and faulted nothing
+    either way. Elsewhere than glibc: nothing is changed, and the record says so."""
+    try:
+        mallopt = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return "default: no mallopt in this C library"
+    mallopt.argtypes, mallopt.restype = [ctypes.c_int, ctypes.c_int], ctypes.c_int
+    if mallopt(M_MMAP_MAX, 0) != 1 or mallopt(M_TRIM_THRESHOLD, 2**31 - 1) != 1:
+        return "default: mallopt refused"
+    return "kept: malloc with M_MMAP_MAX=0, M_TRIM_THRESHOLD=2^31-1 (freed memory stays in the process)"
+
+
 MAX_CALLS = 100_000  # per figure per round, whatever `min_time_s` asks for
 ROUNDS = 40  # timed rounds a stage, by default
 MIN_TIME_S = 0.02  # seconds a figure a round, at the least, by default
@@ -187,13 +220,17 @@ def summarise(values: list[float]) -> dict[str, Any]:
 
 def measure_architectures(run_dirs: list[str | Path], devices: list[str] | None = None, rounds: int = ROUNDS,
                           latency_runs: int = 20, throughput_batch: int = 256, batch_runs: int = 1,
-                          threads: int = 1, onnx: bool = False, min_time_s: float = MIN_TIME_S) -> dict[str, Any]:
-    """Time every distinct architecture of `run_dirs` (see the module docstring)."""
+                          threads: int = 1, onnx: bool = False, min_time_s: float = MIN_TIME_S,
+                          keep_memory: bool = True) -> dict[str, Any]:
+    """Time every distinct architecture of `run_dirs` (see the module docstring). With
+    `keep_memory` (the default) the allocator keeps freed memory for the rest of the
+    process (`keep_freed_memory`); without it, the allocator's default."""
     if rounds < 1 or latency_runs < 1 or throughput_batch < 1 or batch_runs < 1:
         raise ValueError("rounds, latency_runs, throughput_batch and batch_runs must be positive")
     if not min_time_s >= 0:
         raise ValueError(f"min_time_s must be a number of seconds >= 0, got {min_time_s!r}")
     torch.set_num_threads(threads)
+    allocator = keep_freed_memory() if keep_memory else "default: asked for"
     started = now()
     groups = group_runs(run_dirs)
     devices = devices or (["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"])
@@ -236,7 +273,7 @@ def measure_architectures(run_dirs: list[str | Path], devices: list[str] | None 
                 timings[key].setdefault("calls_per_round", {}).update(counts[key])
     result = {
         "rounds": rounds, "latency_runs": latency_runs, "batch_runs": batch_runs, "min_time_s": min_time_s,
-        "throughput_batch": throughput_batch, "threads": threads,
+        "throughput_batch": throughput_batch, "threads": threads, "freed_memory": allocator,
         "architectures": [
             {"label": architecture_label(group["spec"]), "spec": group["spec"], "runs": group["runs"], **timings[key],
              **({"onnx_max_abs_diff": exported[key]["max_abs_diff"]} if key in exported else {})}
