@@ -78,7 +78,10 @@ def test_two_processes_killed_and_resumed_equal_one_process(tmp_path):
     assert [r["epoch"] for r in records] == list(range(1, 9)), "rank 0 alone logs each epoch, once"
     for mine, theirs in zip(records, reference):
         assert mine["loss"] == pytest.approx(theirs["loss"], abs=1e-4)  # the mean over both slices: the whole batch's
-        assert mine["train_acc"] == pytest.approx(theirs["train_acc"], abs=1e-6)
+        # the whole epoch's accuracy, within one example of its 1,280: a near-tie whose argmax flips with
+        # the order of a sum (seen on an AMD EPYC: 904 against 903 right); one rank's slice of 640
+        # alone would differ from the whole by about a percent, by chance alone
+        assert mine["train_acc"] == pytest.approx(theirs["train_acc"], abs=1.01 / 1280)
         assert mine["val_acc"] == pytest.approx(theirs["val_acc"], abs=1e-6)
     summary = json.loads((parallel / "summary.json").read_text())
     assert summary["processes"] == 2 and json.loads((single / "summary.json").read_text())["processes"] == 1
