@@ -22,6 +22,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from lit.plan import TEACHER  # a teacher's run id starts with it
 from lit.report.aggregate import fastest_round  # the tables' figure of a speed-stage file
 
 KINDS = ("latency", "throughput")
@@ -65,7 +66,7 @@ def teacher_label(stage: dict[str, Any]) -> str:
     name for it), else the deepest, an unpruned network before a pruned one of its depth
     (network slimming prunes a network as deep as the teacher)."""
     for architecture in stage["architectures"]:
-        if any(Path(run).name.startswith("teacher-") for run in architecture.get("runs", ())):
+        if any(Path(run).name.startswith(f"{TEACHER}-") for run in architecture.get("runs", ())):
             return architecture["label"]
     return max(stage["architectures"], key=lambda a: (a["spec"].get("depth") or 0,
                                                       not a["spec"].get("options", {}).get("pruned"), a["label"]))["label"]

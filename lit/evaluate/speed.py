@@ -18,8 +18,8 @@ Rounds are many and short: 40 of them by default, each figure timed for at least
 second. The warm-up round calls every architecture once untimed (the first call of a
 network sets up its kernels and memory: it took several times a later one, and a batch
 time taken from it gave the throughput figure too few calls) and then measures its pace,
-so that it gets enough calls per round (`latency_runs` and `batch_runs` at the least, the same number in every round) to
-fill that time. On a shared virtual machine whose speed changes every few seconds, 5
+so that it gets enough calls per round (`latency_runs` and `batch_runs` at the least, the
+same number in every round) to fill that time. On a shared virtual machine whose speed changes every few seconds, 5
 rounds of 0.2 s a figure gave speed-ups that moved by 26 to 38% across four back-to-back
 stages; 40 rounds of 0.02 s, in about the same time, gave fastest-round speed-ups within 3
 to 5% across six stages (README). A fixed count of calls made a sub-millisecond
