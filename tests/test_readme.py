@@ -1,6 +1,6 @@
 """The README's commands, run verbatim as a new user would after `make run`'s set-up: the
 quick start of the command line, then the pipeline section's `lit plan` and `lit speed`, and
-its data-parallel `torchrun` line.
+its data-parallel `torchrun` line, and the host-noise check of the speed section.
 (The DVC block has its own test, tests/test_dvc.py; `make run` and `make test` are what CI
 runs; the SLURM and GPU commands need their machines.)"""
 
@@ -60,3 +60,9 @@ def test_the_quick_start_then_lit_plan_and_lit_speed_work_verbatim(tmp_path):
         tmp_path)
     summary = json.loads((tmp_path / "runs" / "scratch8-ddp" / "summary.json").read_text())
     assert summary["processes"] == 2 and summary["epochs"] == 2
+
+
+def test_the_host_noise_check_runs_verbatim():
+    """The README's 30-second check of a machine before timing on it."""
+    printed = run(readme_line(".venv/bin/python benchmarks/host_noise.py --seconds 30"), ROOT)
+    assert "windows of 0.1 s: fastest" in printed and "% of windows slow" in printed, printed

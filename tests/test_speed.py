@@ -325,3 +325,44 @@ def test_a_stage_on_a_busy_machine_is_named(runs, tmp_path, monkeypatch, capsys)
         assert main(["speed", str(runs["scratch-resnet8-s0"]), "--output", str(tmp_path / "speed.json")]) == 0
         err = capsys.readouterr().err
         assert ("machine was busy" in err and "resnet32 (cpu): median 1.200 ms" in err) is warned, err
+
+
+def load_host_noise_benchmark():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "host_noise.py"
+    spec = importlib.util.spec_from_file_location("host_noise", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_host_noise_summary_counts_slow_windows_and_spells():
+    bench = load_host_noise_benchmark()
+    times = [1.0, 1.05, 2.1, 2.0, 1.0, 1.1, 2.2, 1.02, 1.01, 1.0]  # two slow spells: 2 windows, then 1
+    windows = [{"median_ms": t, "calls": 90, "steal_ticks": 1 if t > 2 else 0} for t in times]
+    summary = bench.summarise(windows, window=0.1, slow_above=0.15, ticks_per_s=100.0)
+    assert summary["fastest_ms"] == 1.0
+    assert summary["median_ms"] == pytest.approx(1.035)
+    assert summary["median_above_fastest"] == pytest.approx(0.035)
+    assert summary["slow_share"] == pytest.approx(0.3)
+    assert summary["slow_spells"] == 2
+    assert summary["longest_slow_spell_s"] == pytest.approx(0.2)
+    assert summary["steal_s"] == pytest.approx(0.02)
+    windows[0]["steal_ticks"] = None  # a kernel without steal accounting
+    assert bench.summarise(windows, window=0.1)["steal_s"] is None
+    with pytest.raises(ValueError, match="no windows"):
+        bench.summarise([], window=0.1)
+
+
+def test_host_noise_benchmark_writes_every_window(tmp_path):
+    bench = load_host_noise_benchmark()
+    output = tmp_path / "noise.json"
+    bench.main(["--seconds", "0.3", "--window", "0.05", "--output", str(output)])
+    result = json.loads(output.read_text())
+    times = [w["median_ms"] for w in result["windows"]]
+    assert result["summary"]["windows"] == len(times) >= 3
+    assert result["summary"]["fastest_ms"] == min(times) > 0
+    assert all(w["calls"] >= 1 for w in result["windows"])
+    with pytest.raises(SystemExit):
+        bench.main(["--seconds", "0"])
