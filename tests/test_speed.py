@@ -217,11 +217,12 @@ def test_an_evaluation_without_an_input_shape_is_named(runs, tmp_path):
         measure_architectures([old], devices=["cpu"], rounds=1, latency_runs=1, throughput_batch=2)
 
 
-def load_stability_benchmark():
+def load_benchmark(name: str):
+    """The module of `benchmarks/<name>.py` (the benchmarks are scripts, not a package)."""
     import importlib.util
 
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "speed_stability.py"
-    spec = importlib.util.spec_from_file_location("speed_stability", path)
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -240,7 +241,7 @@ def stage(rounds: dict[int, tuple[list[float], list[float]]]) -> dict:
 
 
 def test_stability_benchmark_compares_fastest_rounds_and_medians_across_stages():
-    bench = load_stability_benchmark()
+    bench = load_benchmark("speed_stability")
     stages = [stage({32: ([2.0, 3.0, 4.0], [100, 90, 80]), 8: ([0.5, 0.9, 0.6], [400, 300, 350])}),
               stage({32: ([2.2, 6.0, 6.0], [110, 50, 60]), 8: ([0.55, 1.5, 1.4], [440, 200, 210])})]
     summary = bench.compare_stages(stages)
@@ -261,7 +262,7 @@ def test_stability_benchmark_compares_fastest_rounds_and_medians_across_stages()
 def test_stability_benchmark_takes_the_teachers_architecture_not_a_pruned_one_of_its_depth():
     """Network slimming prunes a network as deep as the teacher: the reference is the
     architecture of the run named `teacher-...`, else the deepest unpruned one."""
-    bench = load_stability_benchmark()
+    bench = load_benchmark("speed_stability")
 
     def architecture(label, depth, runs, pruned=None):
         return {"label": label, "spec": {"family": "resnet", "depth": depth, "options": {"pruned": pruned} if pruned else {}},
@@ -280,7 +281,7 @@ def test_stability_benchmark_takes_the_teachers_architecture_not_a_pruned_one_of
 def test_stability_benchmark_runs_lit_speed_per_stage_on_a_folder_of_runs(runs, tmp_path, monkeypatch, capsys):
     """Each stage is a `lit speed` command (here run in-process); a folder of runs stands for
     the evaluated run directories in it, a folder of none is refused by name."""
-    bench = load_stability_benchmark()
+    bench = load_benchmark("speed_stability")
     commands = []
 
     def in_process(command, check, stdout):
@@ -327,18 +328,8 @@ def test_a_stage_on_a_busy_machine_is_named(runs, tmp_path, monkeypatch, capsys)
         assert ("machine was busy" in err and "resnet32 (cpu): median 1.200 ms" in err) is warned, err
 
 
-def load_host_noise_benchmark():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "host_noise.py"
-    spec = importlib.util.spec_from_file_location("host_noise", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def test_host_noise_summary_counts_slow_windows_and_spells():
-    bench = load_host_noise_benchmark()
+    bench = load_benchmark("host_noise")
     times = [1.0, 1.05, 2.1, 2.0, 1.0, 1.1, 2.2, 1.02, 1.01, 1.0]  # two slow spells: 2 windows, then 1
     windows = [{"median_ms": t, "calls": 90, "steal_ticks": 1 if t > 2 else 0} for t in times]
     summary = bench.summarise(windows, window=0.1, slow_above=0.15, ticks_per_s=100.0)
@@ -356,7 +347,7 @@ def test_host_noise_summary_counts_slow_windows_and_spells():
 
 
 def test_host_noise_benchmark_writes_every_window(tmp_path):
-    bench = load_host_noise_benchmark()
+    bench = load_benchmark("host_noise")
     output = tmp_path / "noise.json"
     bench.main(["--seconds", "0.3", "--window", "0.05", "--output", str(output)])
     result = json.loads(output.read_text())
