@@ -61,8 +61,8 @@ def time_windows(seconds: float, window: float) -> list[dict[str, Any]]:
                 model(x)
                 calls.append(time.perf_counter() - call_start)
             steal_after = steal_ticks()
-            windows.append({"median_ms": 1e3 * statistics.median(calls), "calls": len(calls),
-                            "steal_ticks": None if steal_before is None else steal_after - steal_before})
+            stolen = None if steal_before is None or steal_after is None else steal_after - steal_before
+            windows.append({"median_ms": 1e3 * statistics.median(calls), "calls": len(calls), "steal_ticks": stolen})
     return windows
 
 
@@ -79,7 +79,8 @@ def summarise(windows: list[dict[str, Any]], window: float, slow_above: float = 
     spells, run, longest = 0, 0, 0
     for is_slow in slow:
         run = run + 1 if is_slow else 0
-        spells += is_slow and run == 1
+        if run == 1:  # a spell starts
+            spells += 1
         longest = max(longest, run)
     steals = [w["steal_ticks"] for w in windows]
     return {"windows": len(windows), "window_s": window, "fastest_ms": fastest, "median_ms": median,
